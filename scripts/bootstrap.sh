@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Creates .venv with Python 3.11+ and installs Spyglass into it, with the extras given
+# as arguments (e.g. "test"). On Debian, installs python3-venv first if it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq python3-venv
+fi
+[ -x .venv/bin/python ] || python3 -m venv .venv
+extras="${1:-}"
+spec="."
+[ -n "$extras" ] && spec=".[$extras]"
+.venv/bin/pip install -q --disable-pip-version-check -e "$spec"

@@ -1,0 +1,57 @@
+"""``create_app(settings)``: the ASGI application, with no global state."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import orjson
+from anyio import CapacityLimiter
+from fastapi import FastAPI
+
+from spyglass import __version__, problems
+from spyglass.engine import Engine, open_store
+from spyglass.routes import collections, health, items, search
+from spyglass.settings import Settings
+
+SETTINGS_ENV = "SPYGLASS__RESOLVED_SETTINGS"
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The Spyglass API for ``settings``; the store and models open in the lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = open_store(settings)
+        engine = Engine(settings, store)
+        app.state.engine = engine
+        app.state.limiter = CapacityLimiter(settings.search_threads)
+        app.state.ready = False
+        try:
+            engine.warm_up()
+            app.state.ready = True
+            yield
+        finally:
+            store.close()
+
+    app = FastAPI(
+        title="Spyglass",
+        version=__version__,
+        summary="Similarity search over text and vectors.",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    for module in (health, collections, items, search):
+        app.include_router(module.router)
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app for a uvicorn worker: settings handed down by ``spyglass serve``."""
+    raw = os.environ.get(SETTINGS_ENV)
+    settings = Settings(**orjson.loads(raw)) if raw else Settings()
+    return create_app(settings)

@@ -1,0 +1,256 @@
+"""The ``spyglass`` command: serve, demo, ingest, search, collections, settings.
+
+Commands that read or write data open the data directory themselves (the
+embedded store is safe to share with running servers), so ``ingest`` works
+whether a server is up or not. A user's mistake prints one line and exits
+with status 2; nothing here prints a traceback for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from spyglass import __version__
+from spyglass.cli.options import setting_options
+from spyglass.engine import Engine, open_store
+from spyglass.errors import ConfigError, ProblemError, SpyglassError
+from spyglass.schema import SearchIn
+from spyglass.settings import Settings, load_settings, settings_table
+
+console = Console()
+errors = Console(stderr=True)
+
+
+@contextmanager
+def opened_engine(settings: Settings) -> Iterator[Engine]:
+    store = open_store(settings)
+    try:
+        yield Engine(settings, store)
+    finally:
+        store.close()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="spyglass")
+def cli() -> None:
+    """Spyglass: a self-hosted similarity-search server."""
+
+
+@cli.command()
+@setting_options()
+def serve(**overrides: Any) -> None:
+    """Serve the HTTP API. Several --workers share one data directory and index."""
+    run_server(load_settings(**overrides))
+
+
+@cli.command()
+@setting_options("data_dir", "host", "port", "workers")
+def demo(**overrides: Any) -> None:
+    """Load the demo collection (short articles shipped with Spyglass) and serve it."""
+    from spyglass.demo import DOCS_DIR
+    from spyglass.ingest.pipeline import ingest
+
+    overrides["data_dir"] = overrides.get("data_dir") or Path("spyglass-demo")
+    settings = load_settings(**overrides)
+    with opened_engine(settings) as engine:
+        report = ingest(engine, "demo", DOCS_DIR, encoder="text")
+    console.print(
+        f"demo collection ready: {report.items} passages from {DOCS_DIR.name}/ in "
+        f"{report.seconds:.1f} s (data in {settings.data_dir})"
+    )
+    console.print(
+        f"try: curl -s http://{settings.host}:{settings.port}/collections/demo/search "
+        """-H 'content-type: application/json' -d '{"text": "how do bees make honey", "k": 3}'"""
+    )
+    run_server(settings)
+
+
+def run_server(settings: Settings) -> None:
+    import uvicorn
+
+    from spyglass.app import SETTINGS_ENV
+
+    os.environ[SETTINGS_ENV] = settings.model_dump_json()
+    console.print(
+        f"Spyglass {__version__} on http://{settings.host}:{settings.port} "
+        f"({settings.workers} worker{'s' if settings.workers > 1 else ''}, data in "
+        f"{settings.data_dir}); API docs at /docs"
+    )
+    uvicorn.run(
+        "spyglass.app:app_from_environment",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        access_log=False,
+    )
+
+
+@cli.command(name="ingest")
+@click.argument("collection")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--encoder", type=click.Choice(["text", "none"]), default=None,
+              help="Encoder for a new collection (default: text for text rows, none for vectors).")
+@click.option("--metric", type=click.Choice(["cosine", "ip", "l2"]), default="cosine",
+              show_default=True, help="Metric for a new collection.")
+@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True,
+              help="Items per write (and per encoder call).")
+@setting_options("data_dir", "config")
+def ingest_command(
+    collection: str, path: Path, encoder: str | None, metric: str, batch_size: int, **overrides: Any
+) -> None:
+    """Load PATH into COLLECTION: JSONL, CSV or Parquet rows, or a folder of .txt/.md files.
+
+    Rows carry an id, a vector or a text, and payload fields. A missing
+    collection is created. Re-running with the same files replaces the items.
+    """
+    from spyglass.ingest.pipeline import ingest
+
+    settings = load_settings(**overrides)
+    progress = Progress(
+        TextColumn(f"ingest {collection}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=errors,
+    )
+    task = progress.add_task("ingest", total=None)
+    with opened_engine(settings) as engine, progress:
+        report = ingest(
+            engine,
+            collection,
+            path,
+            batch_size=batch_size,
+            encoder=encoder,
+            metric=metric,
+            on_start=lambda total: progress.update(task, total=total),
+            on_batch=lambda n: progress.advance(task, n),
+        )
+    console.print(
+        f"{report.items} items into {report.collection} in {report.seconds:.2f} s "
+        f"({report.rate:,.0f} items/s); version {report.version}"
+    )
+
+
+@cli.command(name="search")
+@click.argument("collection")
+@click.argument("query")
+@click.option("-k", type=click.IntRange(1), default=10, show_default=True, help="Hits to return.")
+@click.option("--filter", "filter_json", default=None, help='Payload filter, e.g. \'{"lang": "en"}\'.')
+@click.option("--exact", is_flag=True, help="Exact (brute-force) search.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@setting_options("data_dir", "config")
+def search_command(
+    collection: str,
+    query: str,
+    k: int,
+    filter_json: str | None,
+    exact: bool,
+    as_json: bool,
+    **overrides: Any,
+) -> None:
+    """Search COLLECTION for QUERY (a text, or a JSON array for a vector collection)."""
+    settings = load_settings(**overrides)
+    flt = _json_option(filter_json, "--filter") if filter_json else None
+    body: dict[str, Any] = {"k": k, "filter": flt, "exact": exact}
+    if query.lstrip().startswith("["):
+        body["vector"] = _json_option(query, "QUERY")
+    else:
+        body["text"] = query
+    request = SearchIn.model_validate(body)
+    with opened_engine(settings) as engine:
+        hits = engine.search(collection, [request])[0]
+    if as_json:
+        rows = [{"id": h.id, "score": h.score, "payload": h.payload} for h in hits]
+        click.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    table = Table("#", "id", "score", "payload / text", title=f"{collection}: {query[:60]}")
+    for rank, hit in enumerate(hits, start=1):
+        shown = hit.text if hit.text else json.dumps(hit.payload, ensure_ascii=False)
+        table.add_row(str(rank), hit.id, f"{hit.score:.4f}", _clip(shown))
+    console.print(table)
+
+
+@cli.command(name="collections")
+@setting_options("data_dir", "config")
+def collections_command(**overrides: Any) -> None:
+    """List the collections in the data directory."""
+    settings = load_settings(**overrides)
+    with opened_engine(settings) as engine:
+        infos = engine.store.list_collections()
+    table = Table("name", "items", "dim", "metric", "encoder", "version")
+    for info in infos:
+        spec = info.spec
+        table.add_row(
+            spec.name, str(info.count), str(spec.dim), spec.metric, spec.encoder, str(info.version)
+        )
+    console.print(table if infos else f"no collections in {settings.data_dir}")
+
+
+@cli.command(name="settings")
+@click.option("--markdown", is_flag=True, help="Print the table as Markdown (docs/settings.md).")
+def settings_command(markdown: bool) -> None:
+    """List every setting with its environment variable, default and meaning."""
+    rows = settings_table()
+    if markdown:
+        click.echo("| setting | flag | environment variable | default | meaning |")
+        click.echo("|---|---|---|---|---|")
+        for name, env, default, help_text in rows:
+            flag = "--" + name.replace("_", "-")
+            click.echo(f"| `{name}` | `{flag}` | `{env}` | `{default}` | {help_text} |")
+        return
+    table = Table("setting", "environment variable", "default", "meaning")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+def _json_option(raw: str, name: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} is not valid JSON: {exc}") from exc
+
+
+def _clip(text: str, width: int = 100) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning Spyglass errors into one line and an exit status."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        errors.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except ProblemError as exc:
+        field = f" ({exc.field})" if exc.field else ""
+        errors.print(f"error: {exc.detail}{field}", markup=False, highlight=False)
+        sys.exit(1)
+    except SpyglassError as exc:
+        errors.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(2)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        errors.print(f"error: {where}: {first['msg']}", markup=False, highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,82 @@
+"""Every error answer is an RFC 9457 ``application/problem+json`` document.
+
+Handlers for Spyglass's own errors, for FastAPI's request validation (a bad
+field is a 422 naming it; unparseable JSON is a 400), for Starlette's HTTP
+errors (unknown route, wrong method) and, as a last resort, for bugs (500).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+
+from spyglass.errors import PROBLEM_CONTENT_TYPE, InvalidRequest, MalformedBody, ProblemError
+
+log = logging.getLogger(__name__)
+
+
+def problem_response(error: ProblemError, request: Request) -> JSONResponse:
+    return JSONResponse(
+        error.to_problem(instance=request.url.path),
+        status_code=error.status,
+        headers=error.headers,
+        media_type=PROBLEM_CONTENT_TYPE,
+    )
+
+
+def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    """('body', 'items', 3, 'vector') -> 'items[3].vector'."""
+    parts = list(loc)
+    if parts and parts[0] in {"body", "query", "path", "header"}:
+        parts = parts[1:]
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "body"
+
+
+async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProblemError)
+    return problem_response(exc, request)
+
+
+async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    raw = list(exc.errors())
+    if any(e.get("type") == "json_invalid" for e in raw):
+        bad = next(e for e in raw if e.get("type") == "json_invalid")
+        detail = f"request body is not valid JSON: {bad.get('ctx', {}).get('error', bad['msg'])}"
+        return problem_response(MalformedBody(detail, field="body"), request)
+    errors = [{"field": field_path(e["loc"]), "message": e["msg"]} for e in raw]
+    first = errors[0] if errors else {"field": "body", "message": "invalid request"}
+    error = InvalidRequest(f"{first['field']}: {first['message']}", errors=errors)
+    return problem_response(error, request)
+
+
+async def _on_http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    error = ProblemError(str(exc.detail), headers=dict(exc.headers or {}))
+    error.status = exc.status_code
+    error.slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+    error.title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
+    return problem_response(error, request)
+
+
+async def _on_bug(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem_response(ProblemError("internal error; see the server log"), request)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(ProblemError, _on_problem)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(HTTPException, _on_http)
+    app.add_exception_handler(Exception, _on_bug)

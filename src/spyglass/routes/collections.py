@@ -1,0 +1,59 @@
+"""Create, list, inspect and drop collections."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from spyglass.routes.deps import engine, run
+from spyglass.schema import CollectionIn, CollectionList, CollectionOut, IndexIn
+from spyglass.stores.base import CollectionInfo
+
+router = APIRouter(prefix="/collections", tags=["collections"])
+
+
+def collection_out(info: CollectionInfo) -> CollectionOut:
+    spec = info.spec
+    return CollectionOut(
+        name=spec.name,
+        dim=spec.dim,
+        metric=spec.metric,
+        encoder=spec.encoder,
+        index=IndexIn(
+            m=spec.index.m,
+            ef_construction=spec.index.ef_construction,
+            ef_search=spec.index.ef_search,
+        ),
+        count=info.count,
+        version=info.version,
+        created_at=info.created_at,
+    )
+
+
+@router.put("/{name}", response_model=CollectionOut, status_code=201)
+async def create_collection(
+    name: str, body: CollectionIn, request: Request, response: Response
+) -> CollectionOut:
+    """Create a collection; 201 when new, 200 when it exists with the same settings."""
+    info, created = await run(request, engine(request).create_collection, name, body)
+    response.status_code = 201 if created else 200
+    return collection_out(info)
+
+
+@router.get("", response_model=CollectionList)
+async def list_collections(request: Request) -> CollectionList:
+    infos = await run(request, engine(request).store.list_collections)
+    return CollectionList(collections=[collection_out(info) for info in infos])
+
+
+@router.get("/{name}", response_model=CollectionOut)
+async def get_collection(name: str, request: Request) -> CollectionOut:
+    """Settings, item count and data version (changes on every write)."""
+    return collection_out(await run(request, engine(request).get_collection, name))
+
+
+@router.delete("/{name}", status_code=204)
+async def delete_collection(name: str, request: Request) -> Response:
+    eng = engine(request)
+    await run(request, eng.get_collection, name)
+    await run(request, eng.store.delete_collection, name)
+    return Response(status_code=204)

@@ -1,0 +1,39 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+import os
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from spyglass.errors import SpyglassError
+from spyglass.routes.deps import engine, run
+from spyglass.schema import Health
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/livez", response_model=Health)
+async def livez() -> Health:
+    """The process is up and its event loop answers. Checks nothing else.
+
+    ``checks.pid`` names the worker process that answered.
+    """
+    return Health(status="ok", checks={"pid": str(os.getpid())})
+
+
+@router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
+async def readyz(request: Request) -> JSONResponse:
+    """The store answers and the configured models are loaded."""
+    checks: dict[str, str] = {}
+    ok = bool(getattr(request.app.state, "ready", False))
+    checks["models"] = ", ".join(engine(request).encoders.loaded()) or "none needed"
+    try:
+        await run(request, engine(request).store.check)
+        checks["store"] = "ok"
+    except SpyglassError as exc:
+        checks["store"] = str(exc)
+        ok = False
+    body = Health(status="ok" if ok else "unavailable", checks=checks)
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)

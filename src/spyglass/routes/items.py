@@ -1,0 +1,30 @@
+"""Upsert, read and delete items."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from spyglass.routes.deps import engine, run
+from spyglass.schema import DeleteIn, DeleteOut, ItemOut, UpsertIn, UpsertOut
+
+router = APIRouter(prefix="/collections/{name}", tags=["items"])
+
+
+@router.post("/items", response_model=UpsertOut)
+async def upsert(name: str, body: UpsertIn, request: Request) -> UpsertOut:
+    """Insert or replace items by id. Returns once the write is durable."""
+    version = await run(request, engine(request).upsert, name, body.items)
+    return UpsertOut(upserted=len({item.id for item in body.items}), version=version)
+
+
+@router.get("/items/{item_id}", response_model=ItemOut)
+async def get_item(name: str, item_id: str, request: Request) -> ItemOut:
+    item = await run(request, engine(request).get_item, name, item_id)
+    return ItemOut(id=item.id, vector=item.vector.tolist(), text=item.text, payload=item.payload)
+
+
+@router.post("/delete", response_model=DeleteOut)
+async def delete(name: str, body: DeleteIn, request: Request) -> DeleteOut:
+    """Delete items by id; unknown ids are ignored and not counted."""
+    deleted, version = await run(request, engine(request).delete_items, name, body.ids)
+    return DeleteOut(deleted=deleted, version=version)

@@ -1,0 +1,37 @@
+"""Nearest-neighbour search, one query or a batch."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request
+
+from spyglass.routes.deps import engine, run
+from spyglass.schema import BatchSearchIn, BatchSearchOut, HitOut, SearchIn, SearchOut
+from spyglass.stores.base import Hit
+
+router = APIRouter(prefix="/collections/{name}", tags=["search"])
+
+
+def hits_out(hits: list[Hit]) -> list[HitOut]:
+    return [HitOut(id=h.id, score=h.score, payload=h.payload, text=h.text) for h in hits]
+
+
+@router.post("/search", response_model=SearchOut)
+async def search(name: str, body: SearchIn, request: Request) -> SearchOut:
+    """The k items most similar to a vector or a text; ``score`` is higher for closer items."""
+    started = time.perf_counter()
+    results = await run(request, engine(request).search, name, [body])
+    return SearchOut(hits=hits_out(results[0]), took_ms=_ms(started))
+
+
+@router.post("/search/batch", response_model=BatchSearchOut)
+async def search_batch(name: str, body: BatchSearchIn, request: Request) -> BatchSearchOut:
+    """Several searches in one request; ``results[i]`` answers ``queries[i]``."""
+    started = time.perf_counter()
+    results = await run(request, engine(request).search, name, body.queries, "queries")
+    return BatchSearchOut(results=[hits_out(r) for r in results], took_ms=_ms(started))
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

@@ -1,0 +1,115 @@
+"""Request and response bodies of the HTTP API (and of the CLI, which builds the same)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class IndexIn(Body):
+    m: int = Field(16, ge=2, le=128, description="HNSW graph degree.")
+    ef_construction: int = Field(200, ge=8, le=4096, description="HNSW build beam width.")
+    ef_search: int = Field(64, ge=1, le=10000, description="Default search beam width.")
+
+
+class CollectionIn(Body):
+    dim: int | None = Field(
+        None, ge=1, le=16000, description="Vector length; may be omitted when the encoder fixes it."
+    )
+    metric: Literal["cosine", "ip", "l2"] = "cosine"
+    encoder: str = Field("none", description='"none" (bring your own vectors) or "text".')
+    index: IndexIn = Field(default_factory=IndexIn)
+
+
+class CollectionOut(BaseModel):
+    name: str
+    dim: int
+    metric: str
+    encoder: str
+    index: IndexIn
+    count: int
+    version: int = Field(description="Changes on every write to the collection.")
+    created_at: float
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionOut]
+
+
+class ItemIn(Body):
+    id: str = Field(min_length=1, max_length=512)
+    vector: list[float] | None = None
+    text: str | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _int_ids(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+
+class UpsertIn(Body):
+    items: list[ItemIn]
+
+
+class UpsertOut(BaseModel):
+    upserted: int
+    version: int
+
+
+class ItemOut(BaseModel):
+    id: str
+    vector: list[float]
+    text: str | None = None
+    payload: dict[str, Any]
+
+
+class DeleteIn(Body):
+    ids: list[str]
+
+
+class DeleteOut(BaseModel):
+    deleted: int
+    version: int
+
+
+class SearchIn(Body):
+    vector: list[float] | None = None
+    text: str | None = None
+    k: int = Field(10, ge=1)
+    filter: dict[str, Any] | None = None
+    ef: int | None = Field(None, ge=1, le=10000, description="HNSW beam width for this query.")
+    exact: bool = Field(False, description="Brute-force search: exact, slower on big collections.")
+
+
+class HitOut(BaseModel):
+    id: str
+    score: float
+    payload: dict[str, Any]
+    text: str | None = None
+
+
+class SearchOut(BaseModel):
+    hits: list[HitOut]
+    took_ms: float
+
+
+class BatchSearchIn(Body):
+    queries: list[SearchIn]
+
+
+class BatchSearchOut(BaseModel):
+    results: list[list[HitOut]]
+    took_ms: float
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)

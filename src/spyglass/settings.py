@@ -1,0 +1,154 @@
+"""The one declaration of every Spyglass setting.
+
+Each field below is a setting: its name, type, default and help. The CLI flags
+of ``spyglass serve`` (``--data-dir``), the ``SPYGLASS_*`` environment variables,
+the keys of the config file (TOML or JSON, ``--config``) and docs/settings.md
+are all derived from it. Precedence, highest first: CLI flag, environment
+variable, config file, default.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from spyglass.errors import ConfigError
+
+ENV_PREFIX = "SPYGLASS_"
+
+
+class Settings(BaseSettings):
+    """Server, store and limit settings; see docs/settings.md for the generated table."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    config: Path | None = Field(
+        None, description="TOML or JSON file with settings (keys are the setting names)."
+    )
+    data_dir: Path = Field(
+        Path("spyglass-data"),
+        description="Directory of the embedded store: the SQLite file and the index snapshots.",
+    )
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
+    workers: int = Field(
+        1, ge=1, le=64, description="Worker processes; they share one data directory and index."
+    )
+    log_level: str = Field("info", description="Log level: debug, info, warning or error.")
+    max_k: int = Field(1000, ge=1, description="Largest k a search may ask for.")
+    max_batch: int = Field(
+        1000, ge=1, description="Most items per upsert, ids per delete and queries per batch search."
+    )
+    search_threads: int = Field(
+        8, ge=1, description="Threads per worker that run searches and encoding off the event loop."
+    )
+    encoder_threads: int = Field(
+        1, ge=1, description="Threads one model inference may use (per call, per worker)."
+    )
+    snapshot_tail: int = Field(
+        20000,
+        ge=1,
+        description="Writes newer than the index snapshot that trigger a background rebuild.",
+    )
+    exact_below: int = Field(
+        5000,
+        ge=0,
+        description="Collections or filter matches smaller than this are searched exactly.",
+    )
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        value = value.lower()
+        if value not in {"debug", "info", "warning", "error"}:
+            raise ValueError("must be one of debug, info, warning, error")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            ConfigFileSource(settings_cls, init_settings, env_settings),
+        )
+
+
+class ConfigFileSource(PydanticBaseSettingsSource):
+    """Reads the file named by the ``config`` setting (from the CLI or the environment)."""
+
+    def __init__(
+        self,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+    ) -> None:
+        super().__init__(settings_cls)
+        self._init = init_settings
+        self._env = env_settings
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = self._init().get("config") or self._env().get("config")
+        if not path:
+            return {}
+        return read_config_file(Path(path))
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The settings in a TOML or JSON file, with unknown keys refused by name."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        if path.suffix == ".json":
+            values = json.loads(raw)
+        else:
+            values = tomllib.loads(raw.decode())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} does not parse: {exc}") from exc
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a table of settings")
+    values = {key.replace("-", "_"): value for key, value in values.items()}
+    unknown = sorted(set(values) - set(Settings.model_fields) | ({"config"} & set(values)))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown setting {unknown[0]!r}")
+    return values
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from overrides (CLI flags), the environment and the config file.
+
+    A bad value is a ``ConfigError`` naming the setting, never a traceback.
+    """
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(part) for part in first["loc"]) or "settings"
+        raise ConfigError(f"setting {name}: {first['msg']}") from exc
+
+
+def settings_table() -> list[tuple[str, str, str, str]]:
+    """(name, environment variable, default, help) for every setting, for docs and --help."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        default = "" if field.default is None else str(field.default)
+        rows.append((name, ENV_PREFIX + name.upper(), default, field.description or ""))
+    return rows

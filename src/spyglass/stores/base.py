@@ -1,0 +1,151 @@
+"""The store contract every backend implements, and the values it trades in.
+
+A store keeps collections of items (id, vector, optional text, JSON payload)
+and answers k-nearest-neighbour searches over them. The engine above it has
+already validated every input (dimension, finite values, limits, filter
+syntax), so a store checks only what needs its own state: whether a
+collection or item exists, and whether a collection may be created.
+
+Conventions every store keeps, so that results are the same on every backend:
+
+- ``score`` is "higher is more similar": cosine similarity for ``cosine``, the
+  inner product for ``ip``, and minus the Euclidean distance for ``l2``.
+- Hits are ordered by descending score; ties in any order.
+- A search with a filter returns ``min(k, number of matching items)`` hits.
+- ``version`` is an integer that grows with every write to a collection and is
+  never reused, even by a collection deleted and created again under its name.
+- A write returns only when it is durable.
+
+Errors: ``NotFound`` for an unknown collection or item, ``Conflict`` when a
+collection exists with different settings, ``Unavailable`` when the backend
+cannot be reached. Nothing else for conditions a client can cause.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from spyglass.filters import Filter
+
+Metric = Literal["cosine", "ip", "l2"]
+METRICS: tuple[str, ...] = ("cosine", "ip", "l2")
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    """HNSW parameters: graph degree, build-time and default search-time beam width."""
+
+    m: int = 16
+    ef_construction: int = 200
+    ef_search: int = 64
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    """What a client chose when it created a collection."""
+
+    name: str
+    dim: int
+    metric: Metric = "cosine"
+    encoder: str = "none"
+    index: IndexParams = field(default_factory=IndexParams)
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """A collection's settings and its current state."""
+
+    spec: CollectionSpec
+    count: int
+    version: int
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Item:
+    """One stored item. ``vector`` is float32 of the collection's dimension."""
+
+    id: str
+    vector: np.ndarray
+    text: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result."""
+
+    id: str
+    score: float
+    payload: dict[str, Any]
+    text: str | None = None
+
+
+@dataclass(frozen=True)
+class Query:
+    """One search: a float32 vector of the collection's dimension and its options."""
+
+    vector: np.ndarray
+    k: int = 10
+    filter: Filter | None = None
+    ef: int | None = None
+    exact: bool = False
+
+
+class Store:
+    """A backend holding collections. Methods are safe to call from several threads."""
+
+    def create_collection(self, spec: CollectionSpec) -> tuple[CollectionInfo, bool]:
+        """Create the collection; return its info and whether it was new.
+
+        Creating a collection that exists with the same spec is not an error
+        (``False`` is returned); with a different spec it is ``Conflict``.
+        """
+        raise NotImplementedError
+
+    def get_collection(self, name: str) -> CollectionInfo:
+        """The collection's info, or ``NotFound``."""
+        raise NotImplementedError
+
+    def list_collections(self) -> list[CollectionInfo]:
+        """Every collection, ordered by name."""
+        raise NotImplementedError
+
+    def delete_collection(self, name: str) -> None:
+        """Remove the collection and all its items, or raise ``NotFound``."""
+        raise NotImplementedError
+
+    def upsert(self, name: str, items: Sequence[Item]) -> int:
+        """Insert or replace items by id, durably; return the new version.
+
+        If the same id appears twice in ``items`` the last one wins.
+        """
+        raise NotImplementedError
+
+    def get_item(self, name: str, item_id: str) -> Item:
+        """The stored item, or ``NotFound``."""
+        raise NotImplementedError
+
+    def delete_items(self, name: str, ids: Sequence[str]) -> tuple[int, int]:
+        """Delete items by id; return (how many existed, new version). Unknown ids are ignored."""
+        raise NotImplementedError
+
+    def search(self, name: str, queries: Sequence[Query]) -> list[list[Hit]]:
+        """The top hits of each query, in order. See the module docstring for the rules."""
+        raise NotImplementedError
+
+    def optimize(self, name: str) -> None:
+        """Bring the collection's ANN index up to date now (after a bulk load)."""
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Raise ``Unavailable`` unless the store can serve reads and writes."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release connections, files and threads."""
+        raise NotImplementedError

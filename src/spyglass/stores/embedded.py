@@ -1,0 +1,440 @@
+"""The embedded store: SQLite is the truth, an mmapped HNSW snapshot is the index.
+
+Files in ``data_dir``: ``spyglass.db`` (SQLite, WAL) and ``index/<cid>/`` (the
+snapshots of collection ``cid``). Every write commits to SQLite with a new
+change number (``seq``); replacing or deleting an item leaves a tombstone for
+its old label. Each worker process keeps a :class:`View` per collection and
+brings it up to date at the start of every search (one indexed query when
+nothing changed), so a write acknowledged by any worker is seen by every
+search that starts after it. When the tail of writes newer than the snapshot
+passes ``snapshot_tail`` items, one process (holding a file lock) builds a new
+snapshot in a background thread; the others pick it up at their next search.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import filelock
+import numpy as np
+import orjson
+
+from spyglass import filters
+from spyglass.errors import Conflict, NotFound
+from spyglass.stores import snapshot as snapshots
+from spyglass.stores.base import (
+    CollectionInfo,
+    CollectionSpec,
+    Hit,
+    IndexParams,
+    Item,
+    Query,
+    Store,
+)
+from spyglass.stores.sqlite import Database
+from spyglass.stores.view import View
+
+log = logging.getLogger(__name__)
+
+COLLECTION_COLUMNS = (
+    "cid, name, dim, metric, encoder, m, ef_construction, ef_search, created_at, version, count,"
+    " snapshot_seq"
+)
+FILTER_CACHE_SIZE = 256
+
+
+class EmbeddedStore(Store):
+    """A store in one directory, shared safely by several worker processes."""
+
+    def __init__(self, data_dir: Path, *, snapshot_tail: int = 20000, exact_below: int = 5000):
+        self.data_dir = data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = Database(data_dir / "spyglass.db")
+        self.snapshot_tail = snapshot_tail
+        self.exact_below = exact_below
+        self._views: dict[str, View] = {}
+        self._sync_lock = threading.Lock()
+        self._filter_cache: OrderedDict[tuple[int, int, str], np.ndarray] = OrderedDict()
+        self._filter_lock = threading.Lock()
+        self._builders: dict[int, threading.Thread] = {}
+        self._closed = threading.Event()
+
+    # collections
+
+    def create_collection(self, spec: CollectionSpec) -> tuple[CollectionInfo, bool]:
+        with self.db.write() as conn:
+            row = _collection_row(conn, spec.name)
+            if row is not None:
+                existing = _info(row)
+                if existing.spec != spec:
+                    raise Conflict(
+                        f"collection {spec.name!r} exists with other settings", field="name"
+                    )
+                return existing, False
+            seq = _next_seq(conn)
+            conn.execute(
+                "INSERT INTO collections (name, dim, metric, encoder, m, ef_construction,"
+                " ef_search, created_at, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    spec.name,
+                    spec.dim,
+                    spec.metric,
+                    spec.encoder,
+                    spec.index.m,
+                    spec.index.ef_construction,
+                    spec.index.ef_search,
+                    time.time(),
+                    seq,
+                ),
+            )
+            row = _collection_row(conn, spec.name)
+        assert row is not None
+        return _info(row), True
+
+    def get_collection(self, name: str) -> CollectionInfo:
+        with self.db.read() as conn:
+            return _info(_require(conn, name))
+
+    def list_collections(self) -> list[CollectionInfo]:
+        with self.db.read() as conn:
+            rows = conn.execute(
+                f"SELECT {COLLECTION_COLUMNS} FROM collections ORDER BY name"
+            ).fetchall()
+        return [_info(row) for row in rows]
+
+    def delete_collection(self, name: str) -> None:
+        with self.db.write() as conn:
+            cid = _require(conn, name)[0]
+            conn.execute("DELETE FROM items WHERE cid = ?", (cid,))
+            conn.execute("DELETE FROM tombstones WHERE cid = ?", (cid,))
+            conn.execute("DELETE FROM collections WHERE cid = ?", (cid,))
+        with self._sync_lock:
+            self._views.pop(name, None)
+        snapshots.prune(self._index_dir(cid), keep=set())
+
+    # items
+
+    def upsert(self, name: str, items: Sequence[Item]) -> int:
+        latest = {item.id: item for item in items}
+        with self.db.write() as conn:
+            cid = _require(conn, name)[0]
+            seq = _next_seq(conn)
+            removed = _remove(conn, cid, list(latest), seq)
+            conn.executemany(
+                "INSERT INTO items (cid, id, vector, text, payload, seq) VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        cid,
+                        item.id,
+                        np.ascontiguousarray(item.vector, dtype=np.float32).tobytes(),
+                        item.text,
+                        orjson.dumps(item.payload),
+                        seq,
+                    )
+                    for item in latest.values()
+                ],
+            )
+            conn.execute(
+                "UPDATE collections SET version = ?, count = count + ? WHERE cid = ?",
+                (seq, len(latest) - removed, cid),
+            )
+        return seq
+
+    def get_item(self, name: str, item_id: str) -> Item:
+        with self.db.read() as conn:
+            cid = _require(conn, name)[0]
+            row = conn.execute(
+                "SELECT id, vector, text, payload FROM items WHERE cid = ? AND id = ?",
+                (cid, item_id),
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"item {item_id!r} not found in collection {name!r}", field="id")
+        return Item(
+            id=row[0],
+            vector=np.frombuffer(row[1], dtype=np.float32),
+            text=row[2],
+            payload=orjson.loads(row[3]),
+        )
+
+    def delete_items(self, name: str, ids: Sequence[str]) -> tuple[int, int]:
+        with self.db.write() as conn:
+            cid = _require(conn, name)[0]
+            seq = _next_seq(conn)
+            removed = _remove(conn, cid, list(dict.fromkeys(ids)), seq)
+            conn.execute(
+                "UPDATE collections SET version = ?, count = count - ? WHERE cid = ?",
+                (seq, removed, cid),
+            )
+        return removed, seq
+
+    # search
+
+    def search(self, name: str, queries: Sequence[Query]) -> list[list[Hit]]:
+        view = self._sync(name)
+        results: list[tuple[np.ndarray, np.ndarray]] = []
+        for query in queries:
+            allowed = self._allowed(view, query.filter) if query.filter is not None else None
+            exact = query.exact or view.size <= self.exact_below
+            vector = _prepare(view.metric, query.vector[None, :])
+            results.extend(view.search(vector, query.k, ef=query.ef, allowed=allowed, exact=exact))
+        return self._hits(results)
+
+    def _allowed(self, view: View, flt: filters.Filter) -> np.ndarray:
+        """Sorted labels of the items matching ``flt``, cached per collection version."""
+        key = (view.cid, view.version, filters.canonical(flt))
+        with self._filter_lock:
+            cached = self._filter_cache.get(key)
+            if cached is not None:
+                self._filter_cache.move_to_end(key)
+                return cached
+        where, params = filters.to_sqlite(flt)
+        with self.db.read() as conn:
+            rows = conn.execute(
+                f"SELECT label FROM items WHERE cid = ? AND seq <= ? AND ({where}) ORDER BY label",
+                (view.cid, view.version, *params),
+            ).fetchall()
+        labels = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        with self._filter_lock:
+            self._filter_cache[key] = labels
+            while len(self._filter_cache) > FILTER_CACHE_SIZE:
+                self._filter_cache.popitem(last=False)
+        return labels
+
+    def _hits(self, results: list[tuple[np.ndarray, np.ndarray]]) -> list[list[Hit]]:
+        wanted = sorted({int(label) for labels, _ in results for label in labels})
+        rows: dict[int, tuple[str, str | None, dict[str, Any]]] = {}
+        if wanted:
+            marks = ",".join("?" * len(wanted))
+            with self.db.read() as conn:
+                for label, item_id, text, payload in conn.execute(
+                    f"SELECT label, id, text, payload FROM items WHERE label IN ({marks})", wanted
+                ):
+                    rows[label] = (item_id, text, orjson.loads(payload))
+        hits = []
+        for labels, scores in results:
+            found = []
+            for label, score in zip(labels.tolist(), scores.tolist(), strict=True):
+                row = rows.get(label)
+                if row is not None:
+                    found.append(Hit(id=row[0], score=score, payload=row[2], text=row[1]))
+            hits.append(found)
+        return hits
+
+    # keeping the view current
+
+    def _sync(self, name: str) -> View:
+        """This worker's view of ``name``, brought up to date with the database."""
+        current = self.db.reader().execute(
+            "SELECT cid, version, snapshot_seq FROM collections WHERE name = ?", (name,)
+        ).fetchone()
+        view = self._views.get(name)
+        if view is not None and current == (view.cid, view.version, view.indexed_seq):
+            return view
+        with self._sync_lock:
+            view = self._views.get(name)
+            with self.db.read() as conn:
+                row = _require(conn, name)
+                cid, version, snapshot_seq = row[0], row[9], row[11]
+                current = (cid, version, snapshot_seq)
+                if view is not None and current == (view.cid, view.version, view.indexed_seq):
+                    return view
+                if view is None or view.cid != cid or view.indexed_seq != snapshot_seq:
+                    view = self._load(conn, row)
+                else:
+                    view = _advance(conn, view, version)
+            self._views[name] = view
+        if view.tail_size > self.snapshot_tail or (
+            view.snapshot is None and view.size > self.exact_below
+        ):
+            self._start_builder(name, view.cid)
+        return view
+
+    def _load(self, conn: sqlite3.Connection, row: tuple[Any, ...]) -> View:
+        cid, dim, metric, version, snapshot_seq = row[0], row[2], row[3], row[9], row[11]
+        snap: snapshots.Snapshot | None = None
+        if snapshot_seq:
+            try:
+                snap = snapshots.Snapshot.open(self._index_dir(cid), snapshot_seq)
+            except (OSError, RuntimeError, ValueError) as exc:
+                log.warning("snapshot %s of collection %s unreadable (%s)", snapshot_seq, cid, exc)
+        empty = View(
+            cid=cid,
+            version=snap.seq if snap else 0,
+            indexed_seq=snapshot_seq,
+            dim=dim,
+            metric=metric,
+            ef_search=row[7],
+            snapshot=snap,
+            dead=np.empty(0, dtype=np.int64),
+            tail=(),
+        )
+        return _advance(conn, empty, version)
+
+    def _index_dir(self, cid: int) -> Path:
+        return self.data_dir / "index" / str(cid)
+
+    def _start_builder(self, name: str, cid: int) -> None:
+        with self._sync_lock:
+            running = self._builders.get(cid)
+            if running is not None and running.is_alive() or self._closed.is_set():
+                return
+            thread = threading.Thread(
+                target=self._build_quietly, args=(name, False), name=f"snapshot-{cid}", daemon=True
+            )
+            self._builders[cid] = thread
+            thread.start()
+
+    def _build_quietly(self, name: str, wait: bool) -> None:
+        try:
+            self.build_snapshot(name, wait=wait)
+        except NotFound:
+            pass
+        except Exception:
+            log.exception("building the snapshot of %s failed", name)
+
+    def optimize(self, name: str) -> None:
+        self.build_snapshot(name, wait=True)
+
+    def build_snapshot(self, name: str, *, wait: bool) -> bool:
+        """Build a snapshot of ``name`` as of now; False if another process holds the lock."""
+        with self.db.read() as conn:
+            cid = _require(conn, name)[0]
+        directory = self._index_dir(cid)
+        directory.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(str(directory / "build.lock"))
+        try:
+            lock.acquire(timeout=-1 if wait else 0)
+        except filelock.Timeout:
+            return False
+        try:
+            with self.db.read() as conn:
+                row = _require(conn, name)
+                if row[0] != cid:
+                    return False
+                version, old_seq, metric = row[9], row[11], row[3]
+                if old_seq == version and (directory / snapshots.file_names(version)[0]).exists():
+                    return True
+                params = IndexParams(m=row[5], ef_construction=row[6], ef_search=row[7])
+                labels, vectors = _all_vectors(conn, cid, row[2])
+            started = time.perf_counter()
+            snapshots.build(directory, version, metric, params, labels, _prepare(metric, vectors))
+            with self.db.write() as conn:
+                updated = conn.execute(
+                    "UPDATE collections SET snapshot_seq = ? WHERE cid = ? AND snapshot_seq < ?",
+                    (version, cid, version),
+                ).rowcount
+                if updated:
+                    conn.execute("DELETE FROM tombstones WHERE cid = ? AND seq <= ?", (cid, version))
+            snapshots.prune(directory, keep={version, old_seq})
+            log.info(
+                "built the index of %s: %d items in %.1f s",
+                name,
+                len(labels),
+                time.perf_counter() - started,
+            )
+            return True
+        finally:
+            lock.release()
+
+    def check(self) -> None:
+        with self.db.read() as conn:
+            conn.execute("SELECT 1").fetchone()
+
+    def close(self) -> None:
+        self._closed.set()
+        for thread in list(self._builders.values()):
+            thread.join()
+        self.db.close()
+
+
+def _advance(conn: sqlite3.Connection, view: View, version: int) -> View:
+    """``view`` brought from its version to ``version`` with the rows written in between."""
+    rows = conn.execute(
+        "SELECT label, vector FROM items WHERE cid = ? AND seq > ? AND seq <= ? ORDER BY label",
+        (view.cid, view.version, version),
+    ).fetchall()
+    gone = conn.execute(
+        "SELECT label FROM tombstones WHERE cid = ? AND seq > ? AND seq <= ?",
+        (view.cid, view.version, version),
+    ).fetchall()
+    labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    vectors = _decode(rows, view.dim)
+    gone_labels = np.unique(np.fromiter((r[0] for r in gone), dtype=np.int64, count=len(gone)))
+    return view.advance(version, labels, _prepare(view.metric, vectors), gone_labels)
+
+
+def _all_vectors(conn: sqlite3.Connection, cid: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    rows = conn.execute(
+        "SELECT label, vector FROM items WHERE cid = ? ORDER BY label", (cid,)
+    ).fetchall()
+    labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    return labels, _decode(rows, dim)
+
+
+def _decode(rows: list[Any], dim: int) -> np.ndarray:
+    if not rows:
+        return np.empty((0, dim), dtype=np.float32)
+    return np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+
+
+def _prepare(metric: str, vectors: np.ndarray) -> np.ndarray:
+    """Vectors as the index holds them: float32, unit length for cosine."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if metric == "cosine" and len(vectors):
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = vectors / np.where(norms == 0, 1.0, norms)
+    return vectors
+
+
+def _next_seq(conn: sqlite3.Connection) -> int:
+    row = conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'seq' RETURNING value")
+    return int(row.fetchone()[0])
+
+
+def _remove(conn: sqlite3.Connection, cid: int, ids: list[str], seq: int) -> int:
+    """Delete items by id, leaving tombstones for their labels; how many existed."""
+    removed = 0
+    for start in range(0, len(ids), 500):
+        part = ids[start : start + 500]
+        marks = ",".join("?" * len(part))
+        labels = conn.execute(
+            f"DELETE FROM items WHERE cid = ? AND id IN ({marks}) RETURNING label", (cid, *part)
+        ).fetchall()
+        conn.executemany(
+            "INSERT INTO tombstones (cid, label, seq) VALUES (?, ?, ?)",
+            [(cid, label, seq) for (label,) in labels],
+        )
+        removed += len(labels)
+    return removed
+
+
+def _collection_row(conn: sqlite3.Connection, name: str) -> tuple[Any, ...] | None:
+    row: tuple[Any, ...] | None = conn.execute(
+        f"SELECT {COLLECTION_COLUMNS} FROM collections WHERE name = ?", (name,)
+    ).fetchone()
+    return row
+
+
+def _require(conn: sqlite3.Connection, name: str) -> tuple[Any, ...]:
+    row = _collection_row(conn, name)
+    if row is None:
+        raise NotFound(f"collection {name!r} not found", field="name")
+    return row
+
+
+def _info(row: tuple[Any, ...]) -> CollectionInfo:
+    spec = CollectionSpec(
+        name=row[1],
+        dim=row[2],
+        metric=row[3],
+        encoder=row[4],
+        index=IndexParams(m=row[5], ef_construction=row[6], ef_search=row[7]),
+    )
+    return CollectionInfo(spec=spec, count=row[10], version=row[9], created_at=row[8])

@@ -1,0 +1,142 @@
+"""The SQLite database of the embedded store: connections, transactions, schema.
+
+SQLite in WAL mode is the source of truth. Readers never block the writer and
+see a consistent snapshot inside a transaction; one writer at a time, across
+every worker process, takes the lock with ``BEGIN IMMEDIATE`` and waits for it
+up to ``busy_timeout``. ``synchronous=FULL`` makes a commit durable before it
+returns, so an acknowledged write survives kill -9 and power loss.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from spyglass.errors import Unavailable
+
+BUSY_TIMEOUT_S = 30.0
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT OR IGNORE INTO meta (key, value) VALUES ('seq', 0);
+    CREATE TABLE IF NOT EXISTS collections (
+        cid INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        dim INTEGER NOT NULL,
+        metric TEXT NOT NULL,
+        encoder TEXT NOT NULL,
+        m INTEGER NOT NULL,
+        ef_construction INTEGER NOT NULL,
+        ef_search INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        version INTEGER NOT NULL,
+        count INTEGER NOT NULL DEFAULT 0,
+        snapshot_seq INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE IF NOT EXISTS items (
+        label INTEGER PRIMARY KEY AUTOINCREMENT,
+        cid INTEGER NOT NULL,
+        id TEXT NOT NULL,
+        vector BLOB NOT NULL,
+        text TEXT,
+        payload TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        UNIQUE (cid, id)
+    );
+    CREATE INDEX IF NOT EXISTS items_by_seq ON items (cid, seq);
+    CREATE TABLE IF NOT EXISTS tombstones (
+        cid INTEGER NOT NULL,
+        label INTEGER NOT NULL,
+        seq INTEGER NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS tombstones_by_seq ON tombstones (cid, seq);
+    """,
+)
+
+
+class Database:
+    """A SQLite file with one connection per thread for reads and one shared writer."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._writer = self._connect()
+        self._migrate()
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT_S,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as exc:
+            raise Unavailable(f"cannot open the database {self.path}: {exc}") from exc
+        with self._connections_lock:
+            self._connections.append(conn)
+        return conn
+
+    def _migrate(self) -> None:
+        with self.write() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={number}")
+
+    def reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every query inside sees the same committed state."""
+        conn = self.reader()
+        try:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            raise Unavailable(f"database read failed: {exc}") from exc
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction holding the database's write lock; commits durably on exit."""
+        with self._write_lock:
+            conn = self._writer
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise Unavailable(f"database is busy: {exc}") from exc
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                raise Unavailable(f"database commit failed: {exc}") from exc
+
+    def close(self) -> None:
+        with self._connections_lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()

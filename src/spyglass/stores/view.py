@@ -1,0 +1,202 @@
+"""One worker's searchable view of a collection: snapshot + tail - tombstones.
+
+The snapshot holds the vectors as of change ``snapshot.seq``; the tail holds
+every item written after it (searched exactly); ``dead`` holds the snapshot
+positions of items deleted or replaced after it. A view is immutable: syncing
+with the database makes a new view, so searches never take a lock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import faiss
+import numpy as np
+
+from spyglass.stores.snapshot import Snapshot, to_scores
+
+EMPTY_LABELS = np.empty(0, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class TailChunk:
+    labels: np.ndarray
+    vectors: np.ndarray
+
+
+@dataclass(frozen=True)
+class View:
+    """Everything one worker needs to search a collection at ``version``."""
+
+    cid: int
+    version: int
+    indexed_seq: int
+    dim: int
+    metric: str
+    ef_search: int
+    snapshot: Snapshot | None
+    dead: np.ndarray
+    tail: tuple[TailChunk, ...]
+
+    @property
+    def tail_size(self) -> int:
+        return sum(len(chunk.labels) for chunk in self.tail)
+
+    @property
+    def snapshot_seq(self) -> int:
+        return self.snapshot.seq if self.snapshot is not None else 0
+
+    @property
+    def size(self) -> int:
+        live_snapshot = (self.snapshot.size if self.snapshot else 0) - len(self.dead)
+        return live_snapshot + self.tail_size
+
+    def advance(
+        self, version: int, new_labels: np.ndarray, new_vectors: np.ndarray, gone: np.ndarray
+    ) -> View:
+        """The view after items ``new_labels`` were written and labels ``gone`` removed."""
+        tail = list(self.tail)
+        dead = self.dead
+        if gone.size:
+            tail = [_drop(chunk, gone) for chunk in tail]
+            tail = [chunk for chunk in tail if len(chunk.labels)]
+            if self.snapshot is not None:
+                dead = np.union1d(dead, self.snapshot.positions(gone))
+        if new_labels.size:
+            tail.append(TailChunk(new_labels, new_vectors))
+        if len(tail) > 8:
+            tail = [
+                TailChunk(
+                    np.concatenate([c.labels for c in tail]),
+                    np.concatenate([c.vectors for c in tail]),
+                )
+            ]
+        return replace(self, version=version, dead=dead, tail=tuple(tail))
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        ef: int | None,
+        allowed: np.ndarray | None,
+        exact: bool,
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(labels, scores) per query, best first, at most ``k`` each.
+
+        ``allowed`` restricts results to those labels (a filter's matches);
+        ``exact`` forces brute force. HNSW is used otherwise; when a filtered HNSW
+        search comes back short of the matches it could have returned, the
+        snapshot part is searched exactly, so a filter never under-fills.
+        """
+        parts = [self._search_tail(queries, k, allowed)]
+        if self.snapshot is not None and self.snapshot.size:
+            parts.append(self._search_snapshot(queries, k, ef, allowed, exact))
+        return [_merge([part[i] for part in parts], k) for i in range(len(queries))]
+
+    def _search_tail(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        chunks = self.tail
+        if allowed is not None:
+            chunks = tuple(_keep(chunk, allowed) for chunk in chunks)
+        chunks = tuple(chunk for chunk in chunks if len(chunk.labels))
+        if not chunks:
+            return [(EMPTY_LABELS, np.empty(0, dtype=np.float32))] * len(queries)
+        labels = np.concatenate([c.labels for c in chunks])
+        vectors = chunks[0].vectors if len(chunks) == 1 else np.concatenate(
+            [c.vectors for c in chunks]
+        )
+        return [_top(labels, scores, k) for scores in exact_scores(self.metric, vectors, queries)]
+
+    def _search_snapshot(
+        self,
+        queries: np.ndarray,
+        k: int,
+        ef: int | None,
+        allowed: np.ndarray | None,
+        exact: bool,
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        snapshot = self.snapshot
+        assert snapshot is not None
+        if allowed is not None:
+            positions = np.setdiff1d(snapshot.positions(allowed), self.dead, assume_unique=True)
+            if positions.size == 0:
+                return [(EMPTY_LABELS, np.empty(0, dtype=np.float32))] * len(queries)
+            if exact or positions.size <= max(4 * k, 256):
+                vectors = snapshot.vectors(positions)
+                labels = np.asarray(snapshot.labels[positions])
+                scores = exact_scores(self.metric, vectors, queries)
+                return [_top(labels, row, k) for row in scores]
+            selector = _bitmap(snapshot.size, positions)
+            expected = min(k, int(positions.size))
+        else:
+            selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(self.dead)) if self.dead.size else None
+            expected = min(k, snapshot.size - int(self.dead.size))
+        if exact:
+            distances, found = snapshot.search_exact(queries, k, selector)
+        else:
+            distances, found = snapshot.search(queries, k, ef or self.ef_search, selector)
+            short = [i for i in range(len(queries)) if int((found[i] >= 0).sum()) < expected]
+            if short:
+                d2, f2 = snapshot.search_exact(queries[short], k, selector)
+                distances[short], found[short] = d2, f2
+        results = []
+        for row_d, row_p in zip(distances, found, strict=True):
+            ok = row_p >= 0
+            labels = np.asarray(snapshot.labels[row_p[ok]])
+            results.append((labels, to_scores(self.metric, row_d[ok]).astype(np.float32)))
+        return results
+
+
+def exact_scores(metric: str, vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Scores of every vector for every query: shape (queries, vectors)."""
+    if metric == "l2":
+        d2 = (
+            (queries * queries).sum(axis=1)[:, None]
+            - 2.0 * queries @ vectors.T
+            + (vectors * vectors).sum(axis=1)[None, :]
+        )
+        return -np.sqrt(np.maximum(d2, 0.0))
+    return queries @ vectors.T
+
+
+def _top(labels: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    if scores.size > k:
+        part = np.argpartition(-scores, k - 1)[:k]
+    else:
+        part = np.arange(scores.size)
+    order = part[np.argsort(-scores[part], kind="stable")]
+    return labels[order], scores[order].astype(np.float32)
+
+
+def _merge(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    parts = [p for p in parts if p[0].size]
+    if not parts:
+        return EMPTY_LABELS, np.empty(0, dtype=np.float32)
+    if len(parts) == 1:
+        return parts[0][0][:k], parts[0][1][:k]
+    return _top(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), k)
+
+
+def _drop(chunk: TailChunk, gone: np.ndarray) -> TailChunk:
+    keep = ~np.isin(chunk.labels, gone)
+    if keep.all():
+        return chunk
+    return TailChunk(chunk.labels[keep], chunk.vectors[keep])
+
+
+def _keep(chunk: TailChunk, allowed: np.ndarray) -> TailChunk:
+    keep = np.isin(chunk.labels, allowed)
+    if keep.all():
+        return chunk
+    return TailChunk(chunk.labels[keep], chunk.vectors[keep])
+
+
+def _bitmap(size: int, positions: np.ndarray) -> faiss.IDSelector:
+    flags = np.zeros(size, dtype=bool)
+    flags[positions] = True
+    bits = np.packbits(flags, bitorder="little")
+    selector = faiss.IDSelectorBitmap(size, faiss.swig_ptr(bits))
+    selector.referenced_objects = [bits]  # the C++ selector reads this buffer; keep it alive
+    return selector

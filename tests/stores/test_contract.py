@@ -1,0 +1,223 @@
+"""The store contract: every backend passes these tests unchanged (see stores/base.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from spyglass import filters
+from spyglass.errors import Conflict, NotFound
+from spyglass.stores.base import CollectionSpec, IndexParams, Item, Query, Store
+from tests.stores.backends import STORE_KINDS, open_test_store
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    opened = open_test_store(request.param, tmp_path_factory.mktemp("store"), request)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def spec(name: str = "c", dim: int = 8, metric: str = "cosine") -> CollectionSpec:
+    return CollectionSpec(name=name, dim=dim, metric=metric)  # type: ignore[arg-type]
+
+
+def items(vectors: np.ndarray, prefix: str = "i", payload: bool = True) -> list[Item]:
+    return [
+        Item(
+            id=f"{prefix}{i}",
+            vector=v.astype(np.float32),
+            text=f"text {i}",
+            payload={"n": i, "parity": "even" if i % 2 == 0 else "odd"} if payload else {},
+        )
+        for i, v in enumerate(vectors)
+    ]
+
+
+def brute_force(vectors: np.ndarray, query: np.ndarray, metric: str) -> np.ndarray:
+    if metric == "cosine":
+        v = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        return v @ (query / np.linalg.norm(query))
+    if metric == "ip":
+        return vectors @ query
+    return -np.linalg.norm(vectors - query, axis=1)
+
+
+def test_create_get_list_delete(store: Store) -> None:
+    info, created = store.create_collection(spec("b"))
+    assert created and info.count == 0 and info.spec == spec("b")
+    store.create_collection(spec("a", dim=4, metric="l2"))
+    assert [c.spec.name for c in store.list_collections()] == ["a", "b"]
+    assert store.get_collection("a").spec.metric == "l2"
+    store.delete_collection("a")
+    with pytest.raises(NotFound):
+        store.get_collection("a")
+    with pytest.raises(NotFound):
+        store.delete_collection("a")
+
+
+def test_create_is_idempotent_for_the_same_spec_and_conflicts_otherwise(store: Store) -> None:
+    store.create_collection(spec())
+    _, created = store.create_collection(spec())
+    assert not created
+    with pytest.raises(Conflict):
+        store.create_collection(spec(dim=9))
+    with pytest.raises(Conflict):
+        store.create_collection(
+            CollectionSpec(name="c", dim=8, index=IndexParams(m=32))
+        )
+
+
+def test_unknown_collection_is_not_found_everywhere(store: Store) -> None:
+    vector = np.ones(8, dtype=np.float32)
+    with pytest.raises(NotFound):
+        store.upsert("nope", [Item(id="x", vector=vector)])
+    with pytest.raises(NotFound):
+        store.get_item("nope", "x")
+    with pytest.raises(NotFound):
+        store.delete_items("nope", ["x"])
+    with pytest.raises(NotFound):
+        store.search("nope", [Query(vector=vector)])
+
+
+def test_upsert_get_round_trip_and_versions(store: Store) -> None:
+    store.create_collection(spec())
+    v0 = store.get_collection("c").version
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(5, 8)).astype(np.float32)
+    v1 = store.upsert("c", items(vectors))
+    assert v1 > v0
+    got = store.get_item("c", "i3")
+    assert np.array_equal(got.vector, vectors[3])
+    assert got.text == "text 3" and got.payload == {"n": 3, "parity": "odd"}
+    info = store.get_collection("c")
+    assert info.count == 5 and info.version == v1
+
+    replacement = Item(id="i3", vector=np.ones(8, dtype=np.float32), payload={"new": True})
+    v2 = store.upsert("c", [replacement])
+    assert v2 > v1
+    assert store.get_collection("c").count == 5
+    assert store.get_item("c", "i3").payload == {"new": True}
+    assert store.get_item("c", "i3").text is None
+
+
+def test_last_duplicate_in_a_batch_wins(store: Store) -> None:
+    store.create_collection(spec())
+    one, two = np.ones(8, dtype=np.float32), np.full(8, 2.0, dtype=np.float32)
+    store.upsert("c", [Item(id="x", vector=one), Item(id="x", vector=two, payload={"v": 2})])
+    assert store.get_collection("c").count == 1
+    assert store.get_item("c", "x").payload == {"v": 2}
+
+
+def test_delete_items(store: Store) -> None:
+    store.create_collection(spec())
+    store.upsert("c", items(np.random.default_rng(2).normal(size=(4, 8))))
+    deleted, version = store.delete_items("c", ["i1", "i2", "missing", "i1"])
+    assert deleted == 2
+    assert store.get_collection("c").count == 2
+    assert store.get_collection("c").version == version
+    with pytest.raises(NotFound):
+        store.get_item("c", "i1")
+    hits = store.search("c", [Query(vector=np.ones(8, dtype=np.float32), k=10)])[0]
+    assert sorted(h.id for h in hits) == ["i0", "i3"]
+
+
+def test_version_is_never_reused_after_recreate(store: Store) -> None:
+    store.create_collection(spec())
+    version = store.upsert("c", items(np.ones((2, 8))))
+    store.delete_collection("c")
+    info, _ = store.create_collection(spec())
+    assert info.count == 0 and info.version > version
+    assert store.search("c", [Query(vector=np.ones(8, dtype=np.float32))]) == [[]]
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+def test_scores_follow_the_metric_and_rank_best_first(store: Store, metric: str) -> None:
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(300, 8)).astype(np.float32)
+    store.create_collection(spec(metric=metric))
+    store.upsert("c", items(vectors))
+    query = rng.normal(size=8).astype(np.float32)
+    expected = brute_force(vectors, query, metric)
+    order = np.argsort(-expected)[:10]
+    for exact in (True, False):
+        hits = store.search("c", [Query(vector=query, k=10, exact=exact)])[0]
+        assert [h.id for h in hits] == [f"i{i}" for i in order]
+        assert np.allclose([h.score for h in hits], expected[order], atol=1e-4)
+        assert hits[0].payload == {"n": int(order[0]), "parity": ["even", "odd"][order[0] % 2]}
+
+
+def test_batch_of_queries_answers_each_in_order(store: Store) -> None:
+    rng = np.random.default_rng(4)
+    vectors = rng.normal(size=(50, 8)).astype(np.float32)
+    store.create_collection(spec())
+    store.upsert("c", items(vectors))
+    results = store.search("c", [Query(vector=vectors[7], k=1), Query(vector=vectors[9], k=3)])
+    assert [h.id for h in results[0]] == ["i7"]
+    assert len(results[1]) == 3 and results[1][0].id == "i9"
+
+
+def test_filters_never_under_fill(store: Store) -> None:
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(3000, 8)).astype(np.float32)
+    store.create_collection(spec())
+    store.upsert("c", items(vectors))
+    store.optimize("c")
+    query = rng.normal(size=8).astype(np.float32)
+    cases = [
+        ({"n": {"$lt": 12}}, 10, 10),
+        ({"n": {"$lt": 4}}, 10, 4),
+        ({"parity": "odd"}, 50, 50),
+        ({"$and": [{"parity": "even"}, {"n": {"$gte": 2990}}]}, 10, 5),
+        ({"n": {"$in": [5, 2500, 2999]}}, 10, 3),
+        ({"n": -1}, 10, 0),
+    ]
+    for raw, k, want in cases:
+        flt = filters.parse(raw)
+        hits = store.search("c", [Query(vector=query, k=k, filter=flt)])[0]
+        assert len(hits) == want, raw
+        assert flt is not None
+        assert all(filters.matches(flt, h.payload) for h in hits), raw
+        matching = [i for i in range(3000) if filters.matches(flt, items_payload(i))]
+        expected = brute_force(vectors[matching], query, "cosine")
+        best = {f"i{matching[j]}" for j in np.argsort(-expected)[:want]}
+        found = {h.id for h in hits}
+        assert len(found & best) >= 0.8 * want, raw
+
+
+def items_payload(i: int) -> dict[str, object]:
+    return {"n": i, "parity": "even" if i % 2 == 0 else "odd"}
+
+
+def test_writes_after_the_index_are_searched_with_it(store: Store) -> None:
+    rng = np.random.default_rng(6)
+    vectors = rng.normal(size=(2000, 8)).astype(np.float32)
+    store.create_collection(spec())
+    store.upsert("c", items(vectors))
+    store.optimize("c")
+    fresh = rng.normal(size=(20, 8)).astype(np.float32)
+    store.upsert("c", items(fresh, prefix="new"))
+    store.delete_items("c", [f"i{i}" for i in range(0, 2000, 2)])
+    store.upsert("c", [Item(id="i1", vector=fresh[0] * 3, payload={"moved": True})])
+
+    hits = store.search("c", [Query(vector=fresh[0], k=5, exact=True)])[0]
+    assert {h.id for h in hits[:2]} == {"new0", "i1"}
+    assert all(not h.id.startswith("i") or int(h.id[1:]) % 2 == 1 for h in hits)
+    for exact in (True, False):
+        hits = store.search("c", [Query(vector=vectors[10], k=20, exact=exact)])[0]
+        assert "i10" not in {h.id for h in hits}
+        assert len(hits) == 20
+    assert store.get_collection("c").count == 1000 + 20
+
+
+def test_search_on_an_empty_collection_returns_nothing(store: Store) -> None:
+    store.create_collection(spec())
+    assert store.search("c", [Query(vector=np.ones(8, dtype=np.float32), k=3)]) == [[]]
+
+
+def test_check_passes_on_a_healthy_store(store: Store) -> None:
+    store.check()

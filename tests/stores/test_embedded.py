@@ -1,0 +1,97 @@
+"""What only the embedded store does: snapshots, sharing one directory, rebuilding."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from spyglass.stores.base import CollectionSpec, Item, Query
+from spyglass.stores.embedded import EmbeddedStore
+
+
+def fill(store: EmbeddedStore, n: int, dim: int = 16, seed: int = 0, prefix: str = "i") -> np.ndarray:
+    vectors = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    store.upsert("c", [Item(id=f"{prefix}{i}", vector=v) for i, v in enumerate(vectors)])
+    return vectors
+
+
+def snapshot_files(data_dir: Path) -> list[str]:
+    return sorted(p.name for p in (data_dir / "index").rglob("hnsw-*.faiss"))
+
+
+def test_optimize_writes_a_snapshot_that_is_memory_mapped(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path, exact_below=0)
+    store.create_collection(CollectionSpec(name="c", dim=16))
+    vectors = fill(store, 500)
+    store.optimize("c")
+    files = snapshot_files(tmp_path)
+    assert len(files) == 1
+    hits = store.search("c", [Query(vector=vectors[42], k=1)])[0]
+    assert hits[0].id == "i42"
+    maps = Path("/proc/self/maps").read_text()
+    assert files[0] in maps, "the snapshot should be read through mmap"
+    store.close()
+
+
+def test_background_rebuild_when_the_tail_grows(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path, snapshot_tail=100, exact_below=0)
+    store.create_collection(CollectionSpec(name="c", dim=16))
+    vectors = fill(store, 300)
+    store.search("c", [Query(vector=vectors[0])])
+    deadline = time.monotonic() + 60
+    while not snapshot_files(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert snapshot_files(tmp_path)
+    while store._sync("c").snapshot_seq != store.get_collection("c").version:
+        assert time.monotonic() < deadline, "the new snapshot was never picked up"
+        time.sleep(0.05)
+    view = store._sync("c")
+    assert view.snapshot is not None and view.snapshot.size == 300 and view.tail_size == 0
+    assert store.search("c", [Query(vector=vectors[7], k=1)])[0][0].id == "i7"
+    store.close()
+
+
+def test_two_stores_on_one_directory_see_each_others_writes(tmp_path: Path) -> None:
+    a = EmbeddedStore(tmp_path, snapshot_tail=50, exact_below=0)
+    b = EmbeddedStore(tmp_path, snapshot_tail=50, exact_below=0)
+    a.create_collection(CollectionSpec(name="c", dim=16))
+    vectors = fill(a, 200)
+    b.optimize("c")
+    assert b.search("c", [Query(vector=vectors[5], k=1)])[0][0].id == "i5"
+    a.delete_items("c", ["i5"])
+    assert b.search("c", [Query(vector=vectors[5], k=1)])[0][0].id != "i5"
+    assert a.search("c", [Query(vector=vectors[5], k=1)])[0][0].id != "i5"
+    extra = fill(b, 3, seed=9, prefix="b")
+    assert a.search("c", [Query(vector=extra[2], k=1)])[0][0].id == "b2"
+    a.close()
+    b.close()
+
+
+def test_a_lost_snapshot_is_rebuilt_from_sqlite(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path, exact_below=0)
+    store.create_collection(CollectionSpec(name="c", dim=16))
+    vectors = fill(store, 400)
+    store.optimize("c")
+    store.close()
+    for path in (tmp_path / "index").rglob("*"):
+        if path.is_file():
+            path.unlink()
+    reopened = EmbeddedStore(tmp_path, exact_below=0)
+    assert reopened.search("c", [Query(vector=vectors[3], k=1)])[0][0].id == "i3"
+    reopened.optimize("c")
+    assert snapshot_files(tmp_path)
+    assert reopened.search("c", [Query(vector=vectors[4], k=1)])[0][0].id == "i4"
+    reopened.close()
+
+
+def test_old_snapshots_are_pruned(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path, exact_below=0)
+    store.create_collection(CollectionSpec(name="c", dim=16))
+    for seed in range(4):
+        fill(store, 50, seed=seed, prefix=f"s{seed}-")
+        store.optimize("c")
+    assert len(snapshot_files(tmp_path)) <= 2
+    assert store.get_collection("c").count == 200
+    store.close()
