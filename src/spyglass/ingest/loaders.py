@@ -1,0 +1,489 @@
+"""Read the records of a file or folder for ``spyglass ingest``, in bounded batches.
+
+Supported sources, chosen by extension (case-insensitive):
+
+* ``.jsonl`` / ``.ndjson``: one JSON object per line; blank lines are skipped.
+* ``.csv``: a header row, then one record per row (UTF-8, an optional BOM).
+  The vector cell holds a JSON array (``"[0.1, 0.2]"``). Other cells become
+  payload: a cell that is a JSON number (``42``, ``-1.5``, ``2e3``; not ``007``
+  nor ``1,000``) becomes a number so range filters work, anything else stays a
+  string, and a blank cell is left out (CSV cannot tell blank from missing).
+* ``.parquet``: read ``batch_size`` rows at a time; the vector column is a list
+  of numbers. Null cells are left out of the payload; dates and times become
+  ISO 8601 strings and decimals numbers, so the payload stays plain JSON.
+* ``.txt`` / ``.md``, or a folder searched recursively for them (hidden files
+  and folders skipped, paths sorted): each file is cut by :func:`chunk_text`
+  into text records with id ``relative/path.md#<chunk number>`` and payload
+  ``{"source", "chunk", "title"}``.
+
+Row rules for the tabular formats: the id is a string or an integer (kept as a
+string). A row without one gets ``<file stem>:<number>``, the line number for
+JSONL and CSV (the header is line 1) or the row number for Parquet, so loading
+the same file again overwrites the same items instead of duplicating them
+(until rows are inserted above it). A record needs a vector, a text or both;
+every other field goes to the payload. Numbers in ids and error messages count
+from 1, as an editor does.
+
+Every mistake in the input raises :class:`ConfigError` with one line naming
+the file, the line or row and what is wrong, because the user has to fix the
+file and needs to know where to look.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import orjson
+
+from spyglass.errors import ConfigError
+from spyglass.ingest.chunker import chunk_text
+
+__all__ = ["SUPPORTED", "TEXT_SUFFIXES", "Record", "Source", "open_source"]
+
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+TEXT_SUFFIXES = (".txt", ".md")
+SUPPORTED = (*JSONL_SUFFIXES, ".csv", ".parquet", *TEXT_SUFFIXES)
+"""Every file extension ``open_source`` reads (besides folders)."""
+
+MAX_ID_CHARS = 512
+"""Longest item id the API accepts; checked here so the error names the line."""
+
+_SCAN_BYTES = 1 << 20
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
+_INT64 = range(-(2**63), 2**63)
+_NUMBER_TYPES = frozenset({float, int})
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+_HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(.+?)(?:[ \t]+#+)?[ \t\r]*$", re.MULTILINE)
+_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One item to upsert, as read from a source."""
+
+    id: str
+    vector: list[float] | None
+    text: str | None
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Source:
+    """An opened file or folder: its size if known cheaply, and its records on demand.
+
+    ``total`` is for progress bars: the Parquet row count, the line count of a
+    JSONL or CSV file (an upper bound when it holds blank lines or multi-line
+    cells) or the chunk count of text files. ``records`` and ``batches`` read
+    the source again on every call and hold one batch in memory at most.
+    """
+
+    path: Path
+    total: int | None
+    batch_size: int
+    read: Callable[[], Iterator[Record]]
+
+    def records(self) -> Iterator[Record]:
+        """Every record, one at a time."""
+        return self.read()
+
+    def batches(self) -> Iterator[list[Record]]:
+        """Every record, in lists of at most ``batch_size`` (none of them empty)."""
+        batch: list[Record] = []
+        for record in self.read():
+            batch.append(record)
+            if len(batch) >= self.batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+
+@dataclass(frozen=True)
+class _Fields:
+    """Which columns hold the id, vector and text, and the file they come from."""
+
+    path: Path
+    id: str
+    vector: str
+    text: str
+
+
+def open_source(
+    path: Path,
+    *,
+    id_field: str = "id",
+    vector_field: str = "vector",
+    text_field: str = "text",
+    batch_size: int = 1000,
+    chunk_chars: int = 1000,
+) -> Source:
+    """Open ``path`` (a file by its extension, or a folder of text) for reading.
+
+    Checks what can be checked up front (the path exists, the format is known,
+    a folder holds text, a Parquet file is readable) so ``spyglass ingest``
+    fails before it creates anything. ``chunk_chars`` is the chunk size for
+    text files. Raises :class:`ConfigError` for every problem with the input.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be at least 1, not {batch_size}")
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file or folder")
+    fields = _Fields(path, id_field, vector_field, text_field)
+    if path.is_dir():
+        files = _text_files(path)
+        if not files:
+            raise ConfigError(f"{path}: folder holds no {' or '.join(TEXT_SUFFIXES)} files")
+        return _text_source(path, path, files, batch_size, chunk_chars)
+    suffix = path.suffix.lower()
+    if suffix in JSONL_SUFFIXES:
+        return Source(path, _count_lines(path), batch_size, lambda: _jsonl_records(fields))
+    if suffix == ".csv":
+        total = max(_count_lines(path) - 1, 0)
+        return Source(path, total, batch_size, lambda: _csv_records(fields))
+    if suffix == ".parquet":
+        return _parquet_source(fields, batch_size)
+    if suffix in TEXT_SUFFIXES:
+        return _text_source(path, path.parent, [path], batch_size, chunk_chars)
+    kind = f"extension {path.suffix!r}" if path.suffix else "no extension"
+    raise ConfigError(
+        f"{path}: unsupported file type ({kind}); use {', '.join(SUPPORTED)} or a folder"
+    )
+
+
+# rows shared by JSONL, CSV and Parquet
+
+
+def _record(fields: _Fields, row: dict[str, Any], where: str, number: int) -> Record:
+    """Turn one row into a record; ``where`` is "line 17" or "row 17" for messages."""
+    at = f"{fields.path}: {where}"
+    raw_id = row.pop(fields.id, None)
+    raw_vector = row.pop(fields.vector, None)
+    raw_text = row.pop(fields.text, None)
+    if raw_id is None:
+        item_id = f"{fields.path.stem}:{number}"
+    elif isinstance(raw_id, bool) or not isinstance(raw_id, str | int):
+        raise ConfigError(f"{at}: {fields.id!r} must be a string or an integer, not {raw_id!r}")
+    else:
+        item_id = str(raw_id)
+        if not 1 <= len(item_id) <= MAX_ID_CHARS:
+            raise ConfigError(f"{at}: {fields.id!r} must have 1 to {MAX_ID_CHARS} characters")
+    vector = None if raw_vector is None else _vector(raw_vector, f"{at}: {fields.vector!r}")
+    if raw_text is not None and not isinstance(raw_text, str):
+        raise ConfigError(f"{at}: {fields.text!r} must be a string, not {_kind(raw_text)}")
+    if vector is None and raw_text is None:
+        raise ConfigError(f"{at}: no {fields.vector!r} and no {fields.text!r}; give one or both")
+    return Record(item_id, vector, raw_text, row)
+
+
+def _vector(value: Any, at: str) -> list[float]:
+    """Check that ``value`` is a non-empty list of finite numbers and return it as floats."""
+    if isinstance(value, np.ndarray):
+        return _array_vector(value, at)
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"{at} must be a list of numbers, not {_kind(value)}")
+    if not value:
+        raise ConfigError(f"{at} is empty")
+    if set(map(type, value)) <= _NUMBER_TYPES:  # the common case, at C speed
+        try:
+            vector = list(map(float, value))
+        except OverflowError:
+            pass
+        else:
+            if all(map(math.isfinite, vector)):
+                return vector
+    for position, number in enumerate(value):  # find the culprit for the message
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            raise ConfigError(
+                f"{at} must be a list of numbers; element [{position}] is {_kind(number)}"
+            )
+        try:
+            finite = math.isfinite(number)
+        except OverflowError:
+            finite = False
+        if not finite:
+            raise ConfigError(f"{at}: element [{position}] is not a finite number")
+    return [float(number) for number in value]
+
+
+def _array_vector(value: np.ndarray, at: str) -> list[float]:
+    """The numpy form of :func:`_vector`, for Parquet list columns."""
+    if value.ndim != 1 or value.dtype.kind not in "iuf":
+        raise ConfigError(f"{at} must be a list of numbers, not an array of {value.dtype}")
+    if not value.size:
+        raise ConfigError(f"{at} is empty")
+    floats = value.astype(np.float64)
+    finite = np.isfinite(floats)
+    if not finite.all():
+        raise ConfigError(f"{at}: element [{int(finite.argmin())}] is not a finite number")
+    vector: list[float] = floats.tolist()
+    return vector
+
+
+def _kind(value: Any) -> str:
+    """A short description of a wrong value for an error message."""
+    if value is None:
+        return "null"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def _count_lines(path: Path) -> int:
+    """Lines in a file by a byte scan for newlines (a last line without one counts)."""
+    lines = 0
+    last = b"\n"
+    with path.open("rb") as file:
+        while block := file.read(_SCAN_BYTES):
+            lines += block.count(b"\n")
+            last = block[-1:]
+    return lines + (last != b"\n")
+
+
+# JSONL
+
+
+def _jsonl_records(fields: _Fields) -> Iterator[Record]:
+    """One record per non-blank line, read as bytes (orjson parses bytes directly)."""
+    with fields.path.open("rb") as file:
+        for number, line in enumerate(file, start=1):
+            if number == 1:
+                line = line.removeprefix(_BOM)
+            if not line.strip():
+                continue
+            try:
+                row = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise ConfigError(
+                    f"{fields.path}: line {number}: bad JSON at column {exc.colno}: {exc.msg}"
+                ) from None
+            if not isinstance(row, dict):
+                raise ConfigError(
+                    f"{fields.path}: line {number}: expected a JSON object, not {_kind(row)}"
+                )
+            yield _record(fields, row, f"line {number}", number)
+
+
+# CSV
+
+
+def _csv_records(fields: _Fields) -> Iterator[Record]:
+    """Rows as records; a row's number is the line it starts on (the header is line 1)."""
+    path = fields.path
+    with path.open("rb") as file:
+        reader = csv.reader(_utf8_lines(path, file), strict=True)
+        first = 1
+        try:
+            header = next(reader, None)
+            if header is None:
+                return
+            _check_header(path, header)
+            while True:
+                first = reader.line_num + 1
+                cells = next(reader, None)
+                if cells is None:
+                    return
+                if not any(cells):
+                    continue
+                if len(cells) > len(header):
+                    raise ConfigError(
+                        f"{path}: line {first}: {len(cells)} cells but the header has "
+                        f"{len(header)} columns"
+                    )
+                yield _record(fields, _csv_row(fields, header, cells), f"line {first}", first)
+        except csv.Error as exc:
+            raise ConfigError(f"{path}: line {first}: bad CSV: {exc}") from None
+
+
+def _utf8_lines(path: Path, file: IO[bytes]) -> Iterator[str]:
+    """Decode line by line, so a bad byte is reported on its own line."""
+    for number, line in enumerate(file, start=1):
+        try:
+            yield line.removeprefix(_BOM).decode() if number == 1 else line.decode()
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{path}: line {number}: not UTF-8 text (byte {exc.start + 1} of the line)"
+            ) from None
+
+
+def _check_header(path: Path, header: list[str]) -> None:
+    """Every column needs a distinct name, or cells would be lost or misread."""
+    if not any(header):
+        raise ConfigError(f"{path}: line 1: the header row is blank")
+    seen: set[str] = set()
+    for column, name in enumerate(header, start=1):
+        if not name.strip():
+            raise ConfigError(f"{path}: line 1: column {column} has no name in the header")
+        if name in seen:
+            raise ConfigError(f"{path}: line 1: column {name!r} appears twice in the header")
+        seen.add(name)
+
+
+def _csv_row(fields: _Fields, header: list[str], cells: list[str]) -> dict[str, Any]:
+    """Cells by column: blank cells dropped, the vector parsed, JSON numbers as numbers."""
+    row: dict[str, Any] = {}
+    for name, cell in zip(header, cells, strict=False):
+        if not cell.strip():
+            continue
+        if name == fields.vector:
+            try:
+                row[name] = orjson.loads(cell)
+            except orjson.JSONDecodeError:
+                row[name] = cell  # _record reports it as "not a list of numbers"
+        elif name in (fields.id, fields.text):
+            row[name] = cell
+        else:
+            row[name] = _csv_value(cell)
+    return row
+
+
+def _csv_value(cell: str) -> str | int | float:
+    """A cell that is a JSON number in range becomes a number; the rest stay strings."""
+    if not _JSON_NUMBER.fullmatch(cell):
+        return cell
+    if "." in cell or "e" in cell or "E" in cell:
+        number = float(cell)
+        return number if math.isfinite(number) else cell
+    integer = int(cell)
+    return integer if integer in _INT64 else cell
+
+
+# Parquet
+
+
+def _parquet_source(fields: _Fields, batch_size: int) -> Source:
+    """Read the row count and column names from the footer; pyarrow is imported lazily."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        with pq.ParquetFile(fields.path) as parquet:
+            total = parquet.metadata.num_rows
+            columns = parquet.schema_arrow.names
+    except (pa.ArrowException, OSError) as exc:
+        raise ConfigError(f"{fields.path}: not a readable Parquet file ({exc})") from None
+    if fields.vector not in columns and fields.text not in columns:
+        raise ConfigError(
+            f"{fields.path}: no {fields.vector!r} or {fields.text!r} column "
+            f"(columns: {', '.join(columns)})"
+        )
+    return Source(fields.path, total, batch_size, lambda: _parquet_records(fields, batch_size))
+
+
+def _parquet_records(fields: _Fields, batch_size: int) -> Iterator[Record]:
+    """Rows a record batch at a time; null cells are dropped before the row rules apply."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    number = 0
+    with pq.ParquetFile(fields.path) as parquet:
+        batches = parquet.iter_batches(batch_size=batch_size)
+        while True:
+            try:
+                batch = next(batches, None)
+            except (pa.ArrowException, OSError) as exc:
+                raise ConfigError(
+                    f"{fields.path}: row {number + 1}: unreadable Parquet data ({exc})"
+                ) from None
+            if batch is None:
+                return
+            names = batch.schema.names
+            columns = [  # vectors as numpy arrays: much faster than lists of Python floats
+                column.to_numpy(zero_copy_only=False)
+                if name == fields.vector
+                else column.to_pylist()
+                for name, column in zip(names, batch.columns, strict=True)
+            ]
+            for values in zip(*columns, strict=True):
+                number += 1
+                where = f"row {number}"
+                row = {
+                    name: value
+                    if name == fields.vector
+                    else _plain(value, name, fields.path, where)
+                    for name, value in zip(names, values, strict=True)
+                    if value is not None
+                }
+                yield _record(fields, row, where, number)
+
+
+def _plain(value: Any, name: str, path: Path, where: str) -> Any:
+    """A Parquet cell as plain JSON: dates as ISO strings, decimals as numbers."""
+    if type(value) in _JSON_SCALARS:
+        return value
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, list | tuple):
+        return [_plain(item, name, path, where) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _plain(item, name, path, where) for key, item in value.items()}
+    raise ConfigError(
+        f"{path}: {where}: column {name!r} holds {type(value).__name__} values, "
+        "which a JSON payload cannot hold"
+    )
+
+
+# text files
+
+
+def _text_files(folder: Path) -> list[Path]:
+    """Every .txt and .md file under ``folder``, hidden ones skipped, sorted by path."""
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [name for name in dirs if not name.startswith(".")]
+        found.extend(
+            Path(root, name)
+            for name in files
+            if not name.startswith(".") and Path(name).suffix.lower() in TEXT_SUFFIXES
+        )
+    return sorted(found, key=lambda file: file.relative_to(folder).as_posix())
+
+
+def _text_source(
+    path: Path, root: Path, files: list[Path], batch_size: int, chunk_chars: int
+) -> Source:
+    """Text files under ``root``; counting their chunks reads each file once up front."""
+    if chunk_chars < 1:
+        raise ConfigError(f"chunk size must be at least 1 character, not {chunk_chars}")
+    total = sum(len(chunk_text(_read_text(file), max_chars=chunk_chars)) for file in files)
+    if total == 0:
+        raise ConfigError(f"{path}: no text to ingest (only blank files)")
+    return Source(path, total, batch_size, lambda: _text_records(root, files, chunk_chars))
+
+
+def _text_records(root: Path, files: Iterable[Path], chunk_chars: int) -> Iterator[Record]:
+    """One text record per chunk, titled by the file's first markdown heading or its stem."""
+    for file in files:
+        text = _read_text(file)
+        source = file.relative_to(root).as_posix()
+        heading = _HEADING.search(text)
+        title = heading.group(1).strip() if heading else file.stem
+        for number, chunk in enumerate(chunk_text(text, max_chars=chunk_chars), start=1):
+            yield Record(
+                id=f"{source}#{number}",
+                vector=None,
+                text=chunk.text,
+                payload={"source": source, "chunk": number, "title": title},
+            )
+
+
+def _read_text(file: Path) -> str:
+    """A text file's contents, or a ConfigError naming it."""
+    try:
+        return file.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read it ({exc.strerror})") from None

@@ -1,0 +1,601 @@
+"""Loaders read every format into records in bounded batches; bad input names its line."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import random
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from spyglass.demo import DOCS_DIR
+from spyglass.errors import ConfigError
+from spyglass.ingest.chunker import Chunk, chunk_text
+from spyglass.ingest.loaders import SUPPORTED, Record, Source, open_source
+
+
+def write_jsonl(path: Path, rows: list[Any]) -> Path:
+    path.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
+    return path
+
+
+def write_parquet(path: Path, columns: dict[str, Any], schema: pa.Schema | None = None) -> Path:
+    pq.write_table(pa.table(columns, schema=schema), path, row_group_size=4)
+    return path
+
+
+def read_all(source: Source) -> list[Record]:
+    return [record for batch in source.batches() for record in batch]
+
+
+def config_error(path: Path, **options: Any) -> str:
+    """The one-line message of the ConfigError that loading ``path`` raises."""
+    with pytest.raises(ConfigError) as caught:
+        read_all(open_source(path, **options))
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+# JSONL
+
+
+def test_jsonl_reads_ids_vectors_texts_and_payload(tmp_path: Path) -> None:
+    path = write_jsonl(
+        tmp_path / "items.jsonl",
+        [
+            {"id": "a", "vector": [1, 2.5], "color": "red", "tags": ["x"], "meta": {"n": 1}},
+            {"id": 7, "text": "hello", "price": 9.5, "none": None},
+            {"id": "b", "vector": [0.5, 0.25], "text": "both"},
+        ],
+    )
+    source = open_source(path)
+    assert source.total == 3
+    assert read_all(source) == [
+        Record("a", [1.0, 2.5], None, {"color": "red", "tags": ["x"], "meta": {"n": 1}}),
+        Record("7", None, "hello", {"price": 9.5, "none": None}),
+        Record("b", [0.5, 0.25], "both", {}),
+    ]
+    first = read_all(source)[0]
+    assert first.vector is not None and all(type(x) is float for x in first.vector)
+
+
+def test_jsonl_skips_blank_lines_and_a_bom_and_knows_ndjson(tmp_path: Path) -> None:
+    path = tmp_path / "Items.NDJSON"
+    path.write_bytes(b'\xef\xbb\xbf{"id": 1, "text": "a"}\n\n   \n{"text": "b"}')
+    records = read_all(open_source(path))
+    assert [r.id for r in records] == ["1", "Items:4"]
+    assert open_source(path).total == 4  # a line count: an upper bound with blank lines
+
+
+def test_jsonl_custom_field_names(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "x.jsonl", [{"key": "k", "emb": [1.0], "body": "t", "id": 3}])
+    source = open_source(path, id_field="key", vector_field="emb", text_field="body")
+    assert read_all(source) == [Record("k", [1.0], "t", {"id": 3})]
+
+
+def test_auto_ids_are_file_stem_and_line_number_and_stable(tmp_path: Path) -> None:
+    path = write_jsonl(
+        tmp_path / "notes.jsonl", [{"text": "a"}, {"id": "x", "text": "b"}, {"text": "c"}]
+    )
+    first = [r.id for r in read_all(open_source(path))]
+    again = [r.id for r in read_all(open_source(path))]
+    assert first == again == ["notes:1", "x", "notes:3"]
+
+
+def test_batches_hold_at_most_batch_size_records(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "many.jsonl", [{"id": i, "vector": [i, 1]} for i in range(10)])
+    source = open_source(path, batch_size=3)
+    assert source.total == 10
+    batches = list(source.batches())
+    assert [len(b) for b in batches] == [3, 3, 3, 1]
+    assert [r.id for b in batches for r in b] == [str(i) for i in range(10)]
+    assert list(source.batches()) == batches  # a source can be read again
+    assert [len(b) for b in open_source(path, batch_size=10).batches()] == [10]
+
+
+def test_big_jsonl_is_streamed(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "big.jsonl", [{"vector": [float(i)] * 4} for i in range(5000)])
+    source = open_source(path, batch_size=1000)
+    assert source.total == 5000
+    seen = 0
+    for batch in source.batches():
+        assert len(batch) == 1000
+        seen += len(batch)
+    assert seen == 5000
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        ('{"id": "a", "vector": [1, 2', "line 3: bad JSON"),
+        ('["a", "b"]', "line 3: expected a JSON object, not list"),
+        ('{"id": "a", "vector": "1, 2"}', "line 3: 'vector' must be a list of numbers, not str"),
+        (
+            '{"id": "a", "vector": [1, "2"]}',
+            "line 3: 'vector' must be a list of numbers; element [1]",
+        ),
+        ('{"id": "a", "vector": [1, true]}', "element [1] is bool"),
+        ('{"id": "a", "vector": []}', "line 3: 'vector' is empty"),
+        ('{"id": "a", "vector": [[1, 2]]}', "element [0] is list"),
+        ('{"id": "a", "text": 5}', "line 3: 'text' must be a string, not int"),
+        ('{"id": "a", "color": "red"}', "line 3: no 'vector' and no 'text'"),
+        ('{"id": "a", "vector": null, "text": null}', "line 3: no 'vector' and no 'text'"),
+        ('{"id": true, "text": "t"}', "line 3: 'id' must be a string or an integer"),
+        ('{"id": 1.5, "text": "t"}', "line 3: 'id' must be a string or an integer"),
+        ('{"id": "", "text": "t"}', "line 3: 'id' must have 1 to 512 characters"),
+        ('{"id": "' + "x" * 513 + '", "text": "t"}', "'id' must have 1 to 512 characters"),
+    ],
+)
+def test_jsonl_errors_name_the_file_and_line(tmp_path: Path, row: str, expected: str) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"id": 1, "text": "ok"}\n\n' + row + '\n{"id": 4, "text": "ok"}\n')
+    message = config_error(path)
+    assert message.startswith(f"{path}: ")
+    assert expected in message
+
+
+def test_bad_json_on_line_17(tmp_path: Path) -> None:
+    path = tmp_path / "data.jsonl"
+    lines = [orjson.dumps({"id": i, "text": "t"}).decode() for i in range(1, 17)]
+    path.write_text("\n".join([*lines, "{oops}"]) + "\n")
+    message = config_error(path)
+    assert re.fullmatch(rf"{re.escape(str(path))}: line 17: bad JSON at column \d+: .+", message)
+
+
+def test_not_utf8_jsonl_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin.jsonl"
+    path.write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
+    assert "line 2: bad JSON" in config_error(path)
+
+
+# CSV
+
+
+def test_csv_reads_vectors_texts_and_typed_payload(tmp_path: Path) -> None:
+    path = tmp_path / "table.csv"
+    path.write_text(
+        "id,vector,text,price,count,zip,name,note,big,sci\n"
+        'a,"[0.1, 0.2]",hello,9.5,3,01234,"Smith, J.",,99999999999999999999,1e3\n'
+        'b,"[1, 2]",,-0,-12,0,true, spaced ,1.,NaN\n',
+        encoding="utf-8",
+    )
+    source = open_source(path)
+    assert source.total == 2
+    a, b = read_all(source)
+    assert a == Record(
+        "a",
+        [0.1, 0.2],
+        "hello",
+        {
+            "price": 9.5,
+            "count": 3,
+            "zip": "01234",
+            "name": "Smith, J.",
+            "big": "99999999999999999999",
+            "sci": 1000.0,
+        },
+    )
+    assert b == Record(
+        "b",
+        [1.0, 2.0],
+        None,
+        {
+            "price": 0,
+            "count": -12,
+            "zip": 0,
+            "name": "true",
+            "note": " spaced ",
+            "big": "1.",
+            "sci": "NaN",
+        },
+    )
+
+
+def test_csv_auto_ids_use_the_line_number_and_skip_blank_rows(tmp_path: Path) -> None:
+    path = tmp_path / "rows.csv"
+    path.write_text('\ufefftext,kind\nfirst,a\n\n"multi\nline",b\nlast,c\n', encoding="utf-8")
+    records = read_all(open_source(path))
+    assert [(r.id, r.text, r.payload) for r in records] == [
+        ("rows:2", "first", {"kind": "a"}),
+        ("rows:4", "multi\nline", {"kind": "b"}),
+        ("rows:6", "last", {"kind": "c"}),
+    ]
+    assert [r.id for r in read_all(open_source(path))] == [r.id for r in records]
+
+
+def test_csv_short_rows_count_as_blank_cells_and_empty_file_has_no_rows(tmp_path: Path) -> None:
+    path = tmp_path / "short.csv"
+    path.write_text("id,text,extra\n1,hi\n")
+    assert read_all(open_source(path)) == [Record("1", None, "hi", {})]
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    assert open_source(empty).total == 0
+    assert read_all(open_source(empty)) == []
+
+
+def test_csv_batches(tmp_path: Path) -> None:
+    path = tmp_path / "v.csv"
+    path.write_text("id,vector\n" + "".join(f'{i},"[{i}, 1]"\n' for i in range(7)))
+    source = open_source(path, batch_size=2)
+    assert source.total == 7
+    assert [len(b) for b in source.batches()] == [2, 2, 2, 1]
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            'id,vector\n1,"[1, 2]"\n2,"[1, x]"\n',
+            "line 3: 'vector' must be a list of numbers, not str",
+        ),
+        (
+            'id,vector\n1,"[1, 2]"\n2,"{""a"": 1}"\n',
+            "line 3: 'vector' must be a list of numbers, not dict",
+        ),
+        ("id,vector\n1,\n", "line 2: no 'vector' and no 'text'"),
+        ("id,text\n1,a\n2,b,c\n", "line 3: 3 cells but the header has 2 columns"),
+        ("id,text,id\n1,a,b\n", "line 1: column 'id' appears twice in the header"),
+        ("id,,text\n1,a,b\n", "line 1: column 2 has no name in the header"),
+        ('id,text\n1,a\n2,"never closed\n3,x\n', "line 3: bad CSV: unexpected end of data"),
+        ('id,text\n1,"a"b\n', "line 2: bad CSV: ',' expected after '\"'"),
+        ("\nid,text\n1,a\n", "line 1: the header row is blank"),
+        ("id,text\n1," + "a" * 200_000 + "\n", "line 2: bad CSV: field larger than field limit"),
+    ],
+)
+def test_csv_errors_name_the_file_and_line(tmp_path: Path, body: str, expected: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(body)
+    message = config_error(path)
+    assert message.startswith(f"{path}: ")
+    assert expected in message
+
+
+def test_csv_not_utf8_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin.csv"
+    path.write_bytes(b"id,text\n1,ok\n2,caf\xe9\n")
+    assert config_error(path) == f"{path}: line 3: not UTF-8 text (byte 6 of the line)"
+
+
+# Parquet
+
+
+def test_parquet_reads_list_vectors_and_plain_payload(tmp_path: Path) -> None:
+    path = write_parquet(
+        tmp_path / "t.parquet",
+        {
+            "id": pa.array([1, 2, 3], pa.int64()),
+            "vector": pa.array([[1.0, 2.0], [3.0, 4.0], None], pa.list_(pa.float32())),
+            "text": ["one", None, "three"],
+            "when": pa.array([dt.datetime(2024, 5, 1, 12, 30), None, None], pa.timestamp("s")),
+            "day": pa.array([dt.date(2024, 1, 2), None, None], pa.date32()),
+            "price": pa.array([Decimal("1.50"), Decimal("2"), None], pa.decimal128(5, 2)),
+            "tags": [["a", "b"], [], None],
+            "ok": [True, False, None],
+        },
+    )
+    source = open_source(path)
+    assert source.total == 3
+    assert read_all(source) == [
+        Record(
+            "1",
+            [1.0, 2.0],
+            "one",
+            {
+                "when": "2024-05-01T12:30:00",
+                "day": "2024-01-02",
+                "price": 1.5,
+                "tags": ["a", "b"],
+                "ok": True,
+            },
+        ),
+        Record("2", [3.0, 4.0], None, {"price": 2, "tags": [], "ok": False}),
+        Record("3", None, "three", {}),
+    ]
+
+
+def test_parquet_fixed_size_vectors_batches_and_row_ids(tmp_path: Path) -> None:
+    vectors = pa.FixedSizeListArray.from_arrays(pa.array([float(i) for i in range(20)]), 2)
+    path = write_parquet(tmp_path / "fixed.parquet", {"vector": vectors, "n": list(range(10))})
+    source = open_source(path, batch_size=3)
+    assert source.total == 10
+    batches = list(source.batches())
+    assert [len(b) for b in batches] == [3, 3, 3, 1]
+    records = [r for b in batches for r in b]
+    assert [r.id for r in records] == [f"fixed:{i}" for i in range(1, 11)]
+    assert records[4] == Record("fixed:5", [8.0, 9.0], None, {"n": 4})
+
+
+@pytest.mark.parametrize(
+    ("columns", "expected"),
+    [
+        (
+            {"vector": pa.array([[1.0], [math.nan]], pa.list_(pa.float64()))},
+            "row 2: 'vector': element [0] is not a finite number",
+        ),
+        ({"vector": ["[1.0]", "[2.0]"]}, "row 1: 'vector' must be a list of numbers, not str"),
+        ({"text": ["a", "b"], "blob": [b"x", b"y"]}, "row 1: column 'blob' holds bytes values"),
+        ({"id": [1.0, 2.0], "text": ["a", "b"]}, "row 1: 'id' must be a string or an integer"),
+        ({"id": ["a", "b"], "text": ["a", None]}, "row 2: no 'vector' and no 'text'"),
+    ],
+)
+def test_parquet_errors_name_the_file_and_row(
+    tmp_path: Path, columns: dict[str, Any], expected: str
+) -> None:
+    path = write_parquet(tmp_path / "bad.parquet", columns)
+    message = config_error(path)
+    assert message.startswith(f"{path}: ")
+    assert expected in message
+
+
+def test_parquet_without_vector_or_text_column_fails_on_open(tmp_path: Path) -> None:
+    path = write_parquet(tmp_path / "cols.parquet", {"id": ["a"], "emb": [[1.0]]})
+    with pytest.raises(ConfigError, match=r"no 'vector' or 'text' column \(columns: id, emb\)"):
+        open_source(path)
+    assert read_all(open_source(path, vector_field="emb")) == [Record("a", [1.0], None, {})]
+
+
+def test_broken_parquet_fails_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "broken.parquet"
+    path.write_bytes(b"this is not parquet at all")
+    with pytest.raises(ConfigError, match=r"broken\.parquet: not a readable Parquet file"):
+        open_source(path)
+
+
+# text folders
+
+
+def test_folder_chunks_every_text_file_sorted_with_stable_ids(tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    (root / "b" / "deep").mkdir(parents=True)
+    (root / ".git").mkdir()
+    (root / "a.md").write_text("# Alpha Title\n\nFirst paragraph.\n\n## Part two\n\nMore.\n")
+    (root / "b" / "deep" / "c.txt").write_text("Plain text without a heading.")
+    (root / "b" / "Z.MD").write_text("intro\n# Late heading #\n")
+    (root / "b" / "blank.md").write_text("  \n\n")
+    (root / "skip.csv").write_text("id,text\n1,x\n")
+    (root / ".hidden.md").write_text("# Hidden\n")
+    (root / ".git" / "HEAD.md").write_text("# Git\n")
+    source = open_source(root, batch_size=2)
+    assert source.total == 5
+    assert [len(b) for b in source.batches()] == [2, 2, 1]
+    records = read_all(source)
+    assert [(r.id, r.text, r.payload) for r in records] == [
+        (
+            "a.md#1",
+            "# Alpha Title\n\nFirst paragraph.",
+            {"source": "a.md", "chunk": 1, "title": "Alpha Title"},
+        ),
+        ("a.md#2", "## Part two\n\nMore.", {"source": "a.md", "chunk": 2, "title": "Alpha Title"}),
+        ("b/Z.MD#1", "intro", {"source": "b/Z.MD", "chunk": 1, "title": "Late heading"}),
+        ("b/Z.MD#2", "# Late heading #", {"source": "b/Z.MD", "chunk": 2, "title": "Late heading"}),
+        (
+            "b/deep/c.txt#1",
+            "Plain text without a heading.",
+            {"source": "b/deep/c.txt", "chunk": 1, "title": "c"},
+        ),
+    ]
+    assert all(r.vector is None for r in records)
+    assert [r.id for r in read_all(open_source(root))] == [r.id for r in records]
+
+
+def test_folder_uses_chunk_chars(tmp_path: Path) -> None:
+    (tmp_path / "long.txt").write_text("\n\n".join(f"Paragraph number {i}." for i in range(50)))
+    source = open_source(tmp_path, chunk_chars=100)
+    records = read_all(source)
+    assert source.total == len(records) > 10
+    assert all(len(r.text or "") <= 100 for r in records)
+    assert [r.payload["chunk"] for r in records] == list(range(1, len(records) + 1))
+
+
+def test_a_single_markdown_file_is_a_source(tmp_path: Path) -> None:
+    path = tmp_path / "one.md"
+    path.write_text("# One\n\nBody.\n")
+    assert read_all(open_source(path)) == [
+        Record("one.md#1", None, "# One\n\nBody.", {"source": "one.md", "chunk": 1, "title": "One"})
+    ]
+
+
+def test_folder_errors(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "data.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"empty: folder holds no \.txt or \.md files"):
+        open_source(empty)
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    (blank / "a.md").write_text("\n   \n")
+    with pytest.raises(ConfigError, match=r"blank: no text to ingest"):
+        open_source(blank)
+    latin = tmp_path / "latin"
+    latin.mkdir()
+    (latin / "x.txt").write_bytes(b"caf\xe9")
+    with pytest.raises(ConfigError, match=r"x\.txt: not UTF-8 text \(byte 3\)"):
+        open_source(latin)
+
+
+# opening
+
+
+def test_missing_path_and_unsupported_extension(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope\.jsonl: no such file or folder"):
+        open_source(tmp_path / "nope.jsonl")
+    other = tmp_path / "data.json"
+    other.write_text("[]")
+    with pytest.raises(ConfigError) as caught:
+        open_source(other)
+    message = str(caught.value)
+    assert "unsupported file type (extension '.json')" in message
+    assert all(suffix in message for suffix in SUPPORTED)
+    bare = tmp_path / "README"
+    bare.write_text("x")
+    with pytest.raises(ConfigError, match="no extension"):
+        open_source(bare)
+
+
+def test_batch_size_must_be_positive(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "a.jsonl", [{"text": "a"}])
+    with pytest.raises(ConfigError, match="batch size"):
+        open_source(path, batch_size=0)
+
+
+# chunker
+
+
+def check_chunks(text: str, chunks: list[Chunk], max_chars: int, overlap: int) -> None:
+    """Offsets are exact, edges trimmed, sizes bounded, order kept, no text lost."""
+    covered: set[int] = set()
+    for number, chunk in enumerate(chunks):
+        assert text[chunk.start : chunk.end] == chunk.text
+        assert chunk.text and chunk.text == chunk.text.strip()
+        assert not chunk.text[0].isspace() and not chunk.text[-1].isspace()
+        assert len(chunk.text) <= max_chars
+        if number:
+            previous = chunks[number - 1]
+            assert chunk.start > previous.start and chunk.end > previous.end
+            if overlap == 0:
+                assert chunk.start >= previous.end
+        covered.update(range(chunk.start, chunk.end))
+    assert all(char.isspace() or i in covered for i, char in enumerate(text))
+
+
+def test_chunker_offsets_over_the_demo_docs() -> None:
+    for path in sorted(DOCS_DIR.glob("*.md")):
+        text = path.read_text(encoding="utf-8")
+        for max_chars, overlap in [(1000, 0), (300, 0), (120, 40), (50, 0), (7, 3)]:
+            chunks = chunk_text(text, max_chars=max_chars, overlap=overlap)
+            check_chunks(text, chunks, max_chars, overlap)
+        assert chunk_text(text)[0].text.startswith("# ")
+
+
+TRICKY = [
+    "",
+    "   \n\n\t ",
+    "x",
+    "  padded  ",
+    "word " * 500,
+    "a" * 2500,
+    "no.spaces.after.dots." * 80,
+    "One. Two! Three? " * 100,
+    '"Quoted." (Bracketed.) ' * 60,
+    "line one\nline two\nline three\n" * 60,
+    "para\r\n\r\npara\r\n\r\n" * 40,
+    "# Heading only",
+    "# H1\n## H2\n### H3\n\n#nohash\n    # indented code\n",
+    "```\n# comment in code\n\n# another\n```\n# Real heading\ntext",
+    "emoji 🙂 " * 300 + "é" * 1200,
+    "\u2028\u2029\x0c\x0b\x85 mixed unicode whitespace \u3000end",
+    "#\n#\n#\n",
+]
+
+
+@pytest.mark.parametrize("text", TRICKY)
+@pytest.mark.parametrize(("max_chars", "overlap"), [(1000, 0), (100, 0), (100, 30), (1, 0), (5, 4)])
+def test_chunker_offsets_over_tricky_strings(text: str, max_chars: int, overlap: int) -> None:
+    check_chunks(text, chunk_text(text, max_chars=max_chars, overlap=overlap), max_chars, overlap)
+
+
+def test_chunker_offsets_over_random_strings() -> None:
+    rng = random.Random(20240501)
+    pieces = [
+        "a",
+        "word ",
+        "  ",
+        "\n",
+        "\n\n",
+        "\r\n",
+        ". ",
+        "! ",
+        "# ",
+        "\n# H\n",
+        "```\n",
+        "\t",
+        "é",
+        "🙂",
+        "x" * 40,
+        "? ",
+        "\u2028",
+        "\n  \n",
+    ]
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 60)))
+        max_chars = rng.randint(1, 120)
+        overlap = rng.randint(0, max_chars - 1) if rng.random() < 0.5 else 0
+        check_chunks(
+            text, chunk_text(text, max_chars=max_chars, overlap=overlap), max_chars, overlap
+        )
+
+
+def test_chunker_packs_paragraphs_and_starts_sections_at_headings() -> None:
+    text = "# Title\n\nShort one.\n\nShort two.\n\n## Next\n\nBody of next.\n"
+    assert [c.text for c in chunk_text(text)] == [
+        "# Title\n\nShort one.\n\nShort two.",
+        "## Next\n\nBody of next.",
+    ]
+    assert [c.text for c in chunk_text("## Lead\nText right under it.")] == [
+        "## Lead\nText right under it."
+    ]
+
+
+def test_chunker_splits_long_paragraphs_at_sentences_then_words_then_hard() -> None:
+    text = "First sentence is here. Second one follows! Third ends it?"
+    assert [c.text for c in chunk_text(text, max_chars=30)] == [
+        "First sentence is here.",
+        "Second one follows!",
+        "Third ends it?",
+    ]
+    assert [c.text for c in chunk_text("alpha beta gamma delta", max_chars=11)] == [
+        "alpha beta",
+        "gamma delta",
+    ]
+    assert [c.text for c in chunk_text("abcdefghij", max_chars=4)] == ["abcd", "efgh", "ij"]
+
+
+def test_chunker_overlap_repeats_the_previous_tail_from_a_word_start() -> None:
+    text = "aaa bbb ccc. ddd eee fff. ggg hhh iii."
+    chunks = chunk_text(text, max_chars=20, overlap=8)
+    check_chunks(text, chunks, 20, 8)
+    assert chunks[1].text.startswith("ccc.")
+    assert all(c.text.split()[0] in text.split() for c in chunks)
+
+
+def test_chunker_rejects_bad_sizes() -> None:
+    with pytest.raises(ValueError):
+        chunk_text("x", max_chars=0)
+    with pytest.raises(ValueError):
+        chunk_text("x", max_chars=10, overlap=10)
+    with pytest.raises(ValueError):
+        chunk_text("x", overlap=-1)
+
+
+# demo corpus
+
+
+def test_demo_folder_has_enough_articles_each_with_a_heading() -> None:
+    docs = sorted(DOCS_DIR.glob("*.md"))
+    assert 24 <= len(docs) <= 40
+    titles = set()
+    for path in docs:
+        text = path.read_text(encoding="utf-8")
+        first_line = text.splitlines()[0]
+        assert re.fullmatch(r"# \S.*", first_line), path.name
+        titles.add(first_line)
+        paragraphs = [p for p in text.split("\n\n")[1:] if p.strip()]
+        assert 2 <= len(paragraphs) <= 4, path.name
+        assert 150 <= len(text.split()) <= 400, path.name
+    assert len(titles) == len(docs)
+
+
+def test_demo_folder_loads_as_a_source() -> None:
+    source = open_source(DOCS_DIR)
+    records = read_all(source)
+    assert source.total == len(records) >= len(list(DOCS_DIR.glob("*.md")))
+    assert len({r.id for r in records}) == len(records)
+    assert all(r.text and r.payload["title"] for r in records)
