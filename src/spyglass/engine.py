@@ -75,7 +75,7 @@ class Engine:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
-        self.encoders = Encoders(settings.encoder_threads)
+        self.encoders = Encoders(settings.encoder_threads or 1)
 
     def warm_up(self) -> None:
         """Load the encoders the existing collections use, so the first query is fast."""

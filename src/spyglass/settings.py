@@ -48,8 +48,11 @@ class Settings(BaseSettings):
     search_threads: int = Field(
         8, ge=1, description="Threads per worker that run searches and encoding off the event loop."
     )
-    encoder_threads: int = Field(
-        1, ge=1, description="Threads one model inference may use (per call, per worker)."
+    encoder_threads: int | None = Field(
+        None,
+        ge=1,
+        description="Threads one model inference may use. Unset: 1 in a server (its workers"
+        " and threads already share the cores), every core in `spyglass ingest`.",
     )
     snapshot_tail: int = Field(
         20000,

@@ -41,10 +41,10 @@ def start(data_dir: Path, *, workers: int = 1, log: Path, timeout: float = 120) 
         sys.executable, "-m", "spyglass", "serve", "--data-dir", str(data_dir),
         "--port", str(port), "--workers", str(workers),
     ]
-    handle = open(log, "ab")
-    process = subprocess.Popen(
-        command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    with open(log, "ab") as handle:
+        process = subprocess.Popen(
+            command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

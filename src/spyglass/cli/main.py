@@ -60,12 +60,13 @@ def serve(**overrides: Any) -> None:
 def demo(**overrides: Any) -> None:
     """Load the demo collection (short articles shipped with Spyglass) and serve it."""
     from spyglass.demo import DOCS_DIR
+    from spyglass.ingest.loaders import open_source
     from spyglass.ingest.pipeline import ingest
 
     overrides["data_dir"] = overrides.get("data_dir") or Path("spyglass-demo")
     settings = load_settings(**overrides)
     with opened_engine(settings) as engine:
-        report = ingest(engine, "demo", DOCS_DIR, encoder="text")
+        report = ingest(engine, "demo", open_source(DOCS_DIR), encoder="text")
     console.print(
         f"demo collection ready: {report.items} passages from {DOCS_DIR.name}/ in "
         f"{report.seconds:.1f} s (data in {settings.data_dir})"
@@ -108,7 +109,7 @@ def run_server(settings: Settings) -> None:
               show_default=True, help="Metric for a new collection.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True,
               help="Items per write (and per encoder call).")
-@setting_options("data_dir", "config")
+@setting_options("data_dir", "config", "encoder_threads")
 def ingest_command(
     collection: str, path: Path, encoder: str | None, metric: str, batch_size: int, **overrides: Any
 ) -> None:
@@ -117,26 +118,29 @@ def ingest_command(
     Rows carry an id, a vector or a text, and payload fields. A missing
     collection is created. Re-running with the same files replaces the items.
     """
+    from spyglass.ingest.loaders import open_source
     from spyglass.ingest.pipeline import ingest
 
     settings = load_settings(**overrides)
+    if settings.encoder_threads is None:
+        settings = settings.model_copy(update={"encoder_threads": os.cpu_count() or 1})
+    source = open_source(path, batch_size=min(batch_size, settings.max_batch))
     progress = Progress(
         TextColumn(f"ingest {collection}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=errors,
+        transient=True,
     )
-    task = progress.add_task("ingest", total=None)
+    task = progress.add_task("ingest", total=source.total)
     with opened_engine(settings) as engine, progress:
         report = ingest(
             engine,
             collection,
-            path,
-            batch_size=batch_size,
+            source,
             encoder=encoder,
             metric=metric,
-            on_start=lambda total: progress.update(task, total=total),
             on_batch=lambda n: progress.advance(task, n),
         )
     console.print(
@@ -204,16 +208,13 @@ def collections_command(**overrides: Any) -> None:
 @click.option("--markdown", is_flag=True, help="Print the table as Markdown (docs/settings.md).")
 def settings_command(markdown: bool) -> None:
     """List every setting with its environment variable, default and meaning."""
-    rows = settings_table()
     if markdown:
-        click.echo("| setting | flag | environment variable | default | meaning |")
-        click.echo("|---|---|---|---|---|")
-        for name, env, default, help_text in rows:
-            flag = "--" + name.replace("_", "-")
-            click.echo(f"| `{name}` | `{flag}` | `{env}` | `{default}` | {help_text} |")
+        from spyglass.cli.reference import settings_markdown
+
+        click.echo(settings_markdown(), nl=False)
         return
     table = Table("setting", "environment variable", "default", "meaning")
-    for row in rows:
+    for row in settings_table():
         table.add_row(*row)
     console.print(table)
 
@@ -241,16 +242,17 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except ProblemError as exc:
-        field = f" ({exc.field})" if exc.field else ""
-        errors.print(f"error: {exc.detail}{field}", markup=False, highlight=False)
+        errors.print(f"error: {exc.detail}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(1)
     except SpyglassError as exc:
-        errors.print(f"error: {exc}", markup=False, highlight=False)
+        errors.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
-        errors.print(f"error: {where}: {first['msg']}", markup=False, highlight=False)
+        errors.print(
+            f"error: {where}: {first['msg']}", markup=False, highlight=False, soft_wrap=True
+        )
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from spyglass.engine import Engine
 from spyglass.errors import NotFound
-from spyglass.ingest.loaders import Record, open_source
+from spyglass.ingest.loaders import Record, Source
 from spyglass.schema import CollectionIn
 
 
@@ -29,30 +28,28 @@ class IngestReport:
 def ingest(
     engine: Engine,
     collection: str,
-    path: Path,
+    source: Source,
     *,
-    batch_size: int = 256,
     encoder: str | None = None,
     metric: str = "cosine",
-    on_start: Callable[[int | None], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> IngestReport:
-    """Upsert every record under ``path`` into ``collection`` and build its index.
+    """Upsert every record of ``source`` into ``collection`` and build its index.
 
     A missing collection is created from the first batch: with the text encoder
     when records carry text only, with ``encoder="none"`` and the vectors'
     dimension when they carry vectors. Re-running is idempotent (ids are stable).
+    The clock starts after the collection exists and its encoder is loaded, so the
+    rate is the steady-state one.
     """
-    source = open_source(path, batch_size=min(batch_size, engine.settings.max_batch))
-    if on_start is not None:
-        on_start(source.total)
     started = time.perf_counter()
     items = 0
     version = 0
     created = False
     for batch in source.batches():
-        if not created and items == 0:
+        if items == 0:
             created = _ensure_collection(engine, collection, batch, encoder, metric)
+            started = time.perf_counter()
         version = engine.upsert(collection, batch)
         items += len(batch)
         if on_batch is not None:
@@ -72,10 +69,13 @@ def _ensure_collection(
     engine: Engine, name: str, batch: list[Record], encoder: str | None, metric: str
 ) -> bool:
     try:
-        engine.get_collection(name)
-        return False
+        info = engine.get_collection(name)
     except NotFound:
         pass
+    else:
+        if info.spec.encoder != "none":
+            engine.encoders.get(info.spec.encoder)
+        return False
     first = batch[0]
     if encoder is None:
         encoder = "none" if first.vector is not None else "text"
