@@ -30,6 +30,7 @@ from spyglass.stores.base import (
     Store,
 )
 
+
 class ItemLike(Protocol):
     """An item to upsert: an API ``ItemIn`` or a loader ``Record``."""
 

@@ -43,7 +43,9 @@ class Settings(BaseSettings):
     log_level: str = Field("info", description="Log level: debug, info, warning or error.")
     max_k: int = Field(1000, ge=1, description="Largest k a search may ask for.")
     max_batch: int = Field(
-        1000, ge=1, description="Most items per upsert, ids per delete and queries per batch search."
+        1000,
+        ge=1,
+        description="Most items per upsert, ids per delete and queries per batch search.",
     )
     search_threads: int = Field(
         8, ge=1, description="Threads per worker that run searches and encoding off the event loop."

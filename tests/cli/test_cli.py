@@ -59,8 +59,16 @@ def test_ingest_jsonl_vectors_then_search_with_a_filter(tmp_path: Path) -> None:
     assert "vecs" in listed.stdout and "50" in listed.stdout
 
     found = spyglass(
-        "search", "vecs", "[10, 1, 0.5]", "-k", "3", "--filter", '{"color": "blue"}',
-        "--json", "--data-dir", data,
+        "search",
+        "vecs",
+        "[10, 1, 0.5]",
+        "-k",
+        "3",
+        "--filter",
+        '{"color": "blue"}',
+        "--json",
+        "--data-dir",
+        data,
     )
     assert found.returncode == 0, found.stderr
     hits = json.loads(found.stdout)
@@ -74,10 +82,14 @@ def test_ingest_parquet_and_csv(tmp_path: Path) -> None:
     pq.write_table(table, tmp_path / "rows.parquet")
     data = tmp_path / "data"
     assert spyglass("ingest", "pq", tmp_path / "rows.parquet", "--data-dir", data).returncode == 0
-    found = spyglass("search", "pq", json.dumps(vectors[7].tolist()), "-k", "1", "--json",
-                     "--data-dir", data)
-    assert json.loads(found.stdout)[0] == {"id": "p7", "score": pytest.approx(1.0, abs=1e-4),
-                                           "payload": {"n": 7}}
+    found = spyglass(
+        "search", "pq", json.dumps(vectors[7].tolist()), "-k", "1", "--json", "--data-dir", data
+    )
+    assert json.loads(found.stdout)[0] == {
+        "id": "p7",
+        "score": pytest.approx(1.0, abs=1e-4),
+        "payload": {"n": 7},
+    }
 
     (tmp_path / "rows.csv").write_text('id,vector,kind\nc1,"[1, 0, 0, 0]",a\nc2,"[0, 1, 0, 0]",b\n')
     assert spyglass("ingest", "csv", tmp_path / "rows.csv", "--data-dir", data).returncode == 0
@@ -106,14 +118,15 @@ def test_ingest_a_folder_of_text_and_search_it(tmp_path: Path) -> None:
 
 def test_user_mistakes_are_one_line_and_a_non_zero_exit(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    assert_user_error(spyglass("ingest", "x", tmp_path / "missing.jsonl", "--data-dir", data),
-                      "missing.jsonl")
+    assert_user_error(
+        spyglass("ingest", "x", tmp_path / "missing.jsonl", "--data-dir", data), "missing.jsonl"
+    )
     (tmp_path / "bad.jsonl").write_text('{"id": "a", "vector": [1, 2]}\n{"id": "b", "vector": \n')
-    assert_user_error(spyglass("ingest", "x", tmp_path / "bad.jsonl", "--data-dir", data),
-                      "line 2")
+    assert_user_error(spyglass("ingest", "x", tmp_path / "bad.jsonl", "--data-dir", data), "line 2")
     assert_user_error(spyglass("search", "nope", "hello", "--data-dir", data), "nope")
-    assert_user_error(spyglass("search", "x", "hello", "--filter", "{bad", "--data-dir", data),
-                      "--filter")
+    assert_user_error(
+        spyglass("search", "x", "hello", "--filter", "{bad", "--data-dir", data), "--filter"
+    )
     assert_user_error(spyglass("search", "x", "hello", "-k", "0", "--data-dir", data), "-k")
     assert_user_error(spyglass("serve", "--workers", "0", "--data-dir", data), "workers")
     assert_user_error(spyglass("serve", "--port", "http"), "--port")

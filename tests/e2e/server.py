@@ -38,8 +38,16 @@ class Server:
 def start(data_dir: Path, *, workers: int = 1, log: Path, timeout: float = 120) -> Server:
     port = free_port()
     command = [
-        sys.executable, "-m", "spyglass", "serve", "--data-dir", str(data_dir),
-        "--port", str(port), "--workers", str(workers),
+        sys.executable,
+        "-m",
+        "spyglass",
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
     ]
     with open(log, "ab") as handle:
         process = subprocess.Popen(

@@ -44,7 +44,12 @@ async def test_items_round_trip(client: httpx.AsyncClient) -> None:
     )
     assert r.status_code == 200 and r.json()["upserted"] == 1
     item = (await client.get("/collections/c/items/a1")).json()
-    assert item == {"id": "a1", "vector": [1.0, 2.0, 3.0], "text": None, "payload": {"color": "red"}}
+    assert item == {
+        "id": "a1",
+        "vector": [1.0, 2.0, 3.0],
+        "text": None,
+        "payload": {"color": "red"},
+    }
     deleted = await client.post("/collections/c/delete", json={"ids": ["a1", "zz"]})
     assert deleted.json()["deleted"] == 1
     assert (await client.get("/collections/c/items/a1")).status_code == 404
@@ -72,7 +77,11 @@ async def test_vector_search_scores_and_filters(client: httpx.AsyncClient) -> No
 
     r = await client.post(
         "/collections/s/search",
-        json={"vector": [1, 0], "k": 5, "filter": {"$or": [{"color": "blue"}, {"size": {"$gt": 2}}]}},
+        json={
+            "vector": [1, 0],
+            "k": 5,
+            "filter": {"$or": [{"color": "blue"}, {"size": {"$gt": 2}}]},
+        },
     )
     assert [h["id"] for h in r.json()["hits"]] == ["northeast", "north"]
 

@@ -18,7 +18,9 @@ async def test_unknown_collection(client: httpx.AsyncClient) -> None:
     problem(await client.get("/collections/missing"), 404, "name")
     problem(await client.post("/collections/missing/search", json={"vector": [1]}), 404, "name")
     problem(
-        await client.post("/collections/missing/items", json={"items": [{"id": "a", "vector": [1]}]}),
+        await client.post(
+            "/collections/missing/items", json={"items": [{"id": "a", "vector": [1]}]}
+        ),
         404,
         "name",
     )
@@ -59,14 +61,14 @@ async def test_wrong_dimension(vectors: httpx.AsyncClient) -> None:
 
 @pytest.mark.parametrize("bad", ["NaN", "Infinity", "-Infinity"])
 async def test_nan_and_infinity(vectors: httpx.AsyncClient, bad: str) -> None:
-    body = '{"items": [{"id": "a", "vector": [1, %s, 3]}]}' % bad
+    body = '{"items": [{"id": "a", "vector": [1, ' + bad + ", 3]}]}"
     r = await vectors.post(
         "/collections/v/items", content=body, headers={"content-type": "application/json"}
     )
     problem(r, 422, "items[0].vector")
     r = await vectors.post(
         "/collections/v/search",
-        content='{"vector": [1, %s, 3]}' % bad,
+        content='{"vector": [1, ' + bad + ", 3]}",
         headers={"content-type": "application/json"},
     )
     problem(r, 422, "vector")

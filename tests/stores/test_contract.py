@@ -14,7 +14,9 @@ from tests.stores.backends import STORE_KINDS, open_test_store
 
 
 @pytest.fixture(params=STORE_KINDS)
-def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+def store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Store]:
     opened = open_test_store(request.param, tmp_path_factory.mktemp("store"), request)
     try:
         yield opened
@@ -67,9 +69,7 @@ def test_create_is_idempotent_for_the_same_spec_and_conflicts_otherwise(store: S
     with pytest.raises(Conflict):
         store.create_collection(spec(dim=9))
     with pytest.raises(Conflict):
-        store.create_collection(
-            CollectionSpec(name="c", dim=8, index=IndexParams(m=32))
-        )
+        store.create_collection(CollectionSpec(name="c", dim=8, index=IndexParams(m=32)))
 
 
 def test_unknown_collection_is_not_found_everywhere(store: Store) -> None:

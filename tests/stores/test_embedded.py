@@ -11,7 +11,9 @@ from spyglass.stores.base import CollectionSpec, Item, Query
 from spyglass.stores.embedded import EmbeddedStore
 
 
-def fill(store: EmbeddedStore, n: int, dim: int = 16, seed: int = 0, prefix: str = "i") -> np.ndarray:
+def fill(
+    store: EmbeddedStore, n: int, dim: int = 16, seed: int = 0, prefix: str = "i"
+) -> np.ndarray:
     vectors = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
     store.upsert("c", [Item(id=f"{prefix}{i}", vector=v) for i, v in enumerate(vectors)])
     return vectors

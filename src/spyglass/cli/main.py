@@ -103,12 +103,26 @@ def run_server(settings: Settings) -> None:
 @cli.command(name="ingest")
 @click.argument("collection")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--encoder", type=click.Choice(["text", "none"]), default=None,
-              help="Encoder for a new collection (default: text for text rows, none for vectors).")
-@click.option("--metric", type=click.Choice(["cosine", "ip", "l2"]), default="cosine",
-              show_default=True, help="Metric for a new collection.")
-@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True,
-              help="Items per write (and per encoder call).")
+@click.option(
+    "--encoder",
+    type=click.Choice(["text", "none"]),
+    default=None,
+    help="Encoder for a new collection (default: text for text rows, none for vectors).",
+)
+@click.option(
+    "--metric",
+    type=click.Choice(["cosine", "ip", "l2"]),
+    default="cosine",
+    show_default=True,
+    help="Metric for a new collection.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=256,
+    show_default=True,
+    help="Items per write (and per encoder call).",
+)
 @setting_options("data_dir", "config", "encoder_threads")
 def ingest_command(
     collection: str, path: Path, encoder: str | None, metric: str, batch_size: int, **overrides: Any
@@ -153,7 +167,9 @@ def ingest_command(
 @click.argument("collection")
 @click.argument("query")
 @click.option("-k", type=click.IntRange(1), default=10, show_default=True, help="Hits to return.")
-@click.option("--filter", "filter_json", default=None, help='Payload filter, e.g. \'{"lang": "en"}\'.')
+@click.option(
+    "--filter", "filter_json", default=None, help='Payload filter, e.g. \'{"lang": "en"}\'.'
+)
 @click.option("--exact", is_flag=True, help="Exact (brute-force) search.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @setting_options("data_dir", "config")

@@ -35,7 +35,9 @@ def setting_options(*names: str) -> Callable[[F], F]:
         for name in reversed(chosen):
             field = Settings.model_fields[name]
             flag = "--" + name.replace("_", "-")
-            help_text = f"{field.description} [env {ENV_PREFIX}{name.upper()}; default {field.default}]"
+            help_text = (
+                f"{field.description} [env {ENV_PREFIX}{name.upper()}; default {field.default}]"
+            )
             if field.annotation is bool:
                 option = click.option(
                     f"{flag}/--no-{name.replace('_', '-')}", name, default=None, help=help_text

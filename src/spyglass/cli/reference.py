@@ -23,7 +23,10 @@ def cli_markdown() -> str:
     for name in sorted(cli.commands):
         command = cli.commands[name]
         ctx = click.Context(
-            command, info_name=f"spyglass {name}", parent=group_ctx, terminal_width=100,
+            command,
+            info_name=f"spyglass {name}",
+            parent=group_ctx,
+            terminal_width=100,
             max_content_width=100,
         )
         lines += [f"## spyglass {name}\n", "```text", command.get_help(ctx), "```\n"]

@@ -231,9 +231,11 @@ class EmbeddedStore(Store):
 
     def _sync(self, name: str) -> View:
         """This worker's view of ``name``, brought up to date with the database."""
-        current = self.db.reader().execute(
-            "SELECT cid, version, snapshot_seq FROM collections WHERE name = ?", (name,)
-        ).fetchone()
+        current = (
+            self.db.reader()
+            .execute("SELECT cid, version, snapshot_seq FROM collections WHERE name = ?", (name,))
+            .fetchone()
+        )
         view = self._views.get(name)
         if view is not None and current == (view.cid, view.version, view.indexed_seq):
             return view
@@ -331,7 +333,9 @@ class EmbeddedStore(Store):
                     (version, cid, version),
                 ).rowcount
                 if updated:
-                    conn.execute("DELETE FROM tombstones WHERE cid = ? AND seq <= ?", (cid, version))
+                    conn.execute(
+                        "DELETE FROM tombstones WHERE cid = ? AND seq <= ?", (cid, version)
+                    )
             snapshots.prune(directory, keep={version, old_seq})
             log.info(
                 "built the index of %s: %d items in %.1f s",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -29,7 +30,7 @@ def faiss_metric(metric: str) -> int:
 def to_scores(metric: str, distances: np.ndarray) -> np.ndarray:
     """FAISS distances to Spyglass scores (higher is more similar)."""
     if metric == "l2":
-        return -np.sqrt(np.maximum(distances, 0.0))
+        return np.asarray(-np.sqrt(np.maximum(distances, 0.0)))
     return distances
 
 
@@ -42,7 +43,7 @@ class Snapshot:
     """An opened snapshot: the HNSW index and the label of each of its positions."""
 
     seq: int
-    index: faiss.IndexHNSWFlat
+    index: Any  # faiss.IndexHNSWFlat, memory-mapped
     labels: np.ndarray
 
     @property
@@ -62,7 +63,8 @@ class Snapshot:
             return np.empty(0, dtype=np.int64)
         where = np.searchsorted(self.labels, labels)
         where = np.minimum(where, self.size - 1)
-        return where[self.labels[where] == labels].astype(np.int64)
+        found: np.ndarray = where[self.labels[where] == labels].astype(np.int64)
+        return found
 
     def vectors(self, positions: np.ndarray) -> np.ndarray:
         """The indexed vectors at ``positions`` (normalised for cosine)."""
@@ -75,7 +77,7 @@ class Snapshot:
         self, queries: np.ndarray, k: int, ef: int, selector: faiss.IDSelector | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """HNSW search; returns (distances, positions) with -1 where nothing was found."""
-        params = faiss.SearchParametersHNSW()
+        params: Any = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
         params.efSearch = max(ef, k)
         if selector is not None:
             params.sel = selector

@@ -9,6 +9,7 @@ with the database makes a new view, so searches never take a lock.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import faiss
 import numpy as np
@@ -104,8 +105,8 @@ class View:
         if not chunks:
             return [(EMPTY_LABELS, np.empty(0, dtype=np.float32))] * len(queries)
         labels = np.concatenate([c.labels for c in chunks])
-        vectors = chunks[0].vectors if len(chunks) == 1 else np.concatenate(
-            [c.vectors for c in chunks]
+        vectors = (
+            chunks[0].vectors if len(chunks) == 1 else np.concatenate([c.vectors for c in chunks])
         )
         return [_top(labels, scores, k) for scores in exact_scores(self.metric, vectors, queries)]
 
@@ -128,10 +129,12 @@ class View:
                 labels = np.asarray(snapshot.labels[positions])
                 scores = exact_scores(self.metric, vectors, queries)
                 return [_top(labels, row, k) for row in scores]
-            selector = _bitmap(snapshot.size, positions)
+            selector: Any = _bitmap(snapshot.size, positions)
             expected = min(k, int(positions.size))
         else:
-            selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(self.dead)) if self.dead.size else None
+            selector = (
+                faiss.IDSelectorNot(faiss.IDSelectorBatch(self.dead)) if self.dead.size else None
+            )
             expected = min(k, snapshot.size - int(self.dead.size))
         if exact:
             distances, found = snapshot.search_exact(queries, k, selector)
@@ -157,8 +160,8 @@ def exact_scores(metric: str, vectors: np.ndarray, queries: np.ndarray) -> np.nd
             - 2.0 * queries @ vectors.T
             + (vectors * vectors).sum(axis=1)[None, :]
         )
-        return -np.sqrt(np.maximum(d2, 0.0))
-    return queries @ vectors.T
+        return np.asarray(-np.sqrt(np.maximum(d2, 0.0)))
+    return np.asarray(queries @ vectors.T)
 
 
 def _top(labels: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -193,10 +196,10 @@ def _keep(chunk: TailChunk, allowed: np.ndarray) -> TailChunk:
     return TailChunk(chunk.labels[keep], chunk.vectors[keep])
 
 
-def _bitmap(size: int, positions: np.ndarray) -> faiss.IDSelector:
+def _bitmap(size: int, positions: np.ndarray) -> Any:
     flags = np.zeros(size, dtype=bool)
     flags[positions] = True
     bits = np.packbits(flags, bitorder="little")
-    selector = faiss.IDSelectorBitmap(size, faiss.swig_ptr(bits))
+    selector: Any = faiss.IDSelectorBitmap(size, faiss.swig_ptr(bits))
     selector.referenced_objects = [bits]  # the C++ selector reads this buffer; keep it alive
     return selector
