@@ -208,15 +208,14 @@ class EmbeddedStore(Store):
         return labels
 
     def _hits(self, results: list[tuple[np.ndarray, np.ndarray]]) -> list[list[Hit]]:
-        wanted = sorted({int(label) for labels, _ in results for label in labels})
+        wanted = list({label for labels, _ in results for label in labels.tolist()})
         rows: dict[int, tuple[str, str | None, dict[str, Any]]] = {}
         if wanted:
             marks = ",".join("?" * len(wanted))
-            with self.db.read() as conn:
-                for label, item_id, text, payload in conn.execute(
-                    f"SELECT label, id, text, payload FROM items WHERE label IN ({marks})", wanted
-                ):
-                    rows[label] = (item_id, text, orjson.loads(payload))
+            for label, item_id, text, payload in self.db.reader().execute(
+                f"SELECT label, id, text, payload FROM items WHERE label IN ({marks})", wanted
+            ):
+                rows[label] = (item_id, text, orjson.loads(payload))
         hits = []
         for labels, scores in results:
             found = []
@@ -392,7 +391,7 @@ def _prepare(metric: str, vectors: np.ndarray) -> np.ndarray:
     """Vectors as the index holds them: float32, unit length for cosine."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if metric == "cosine" and len(vectors):
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))[:, None]
         vectors = vectors / np.where(norms == 0, 1.0, norms)
     return vectors
 

@@ -1,6 +1,8 @@
 """The SQLite database of the embedded store: connections, transactions, schema.
 
-SQLite in WAL mode is the source of truth. Readers never block the writer and
+SQLite in WAL mode is the source of truth. In ``items`` the vector is the last
+column, so that reading an item's id and payload never walks the vector's
+overflow pages. Readers never block the writer and
 see a consistent snapshot inside a transaction; one writer at a time, across
 every worker process, takes the lock with ``BEGIN IMMEDIATE`` and waits for it
 up to ``busy_timeout``. ``synchronous=FULL`` makes a commit durable before it
@@ -41,10 +43,10 @@ MIGRATIONS: tuple[str, ...] = (
         label INTEGER PRIMARY KEY AUTOINCREMENT,
         cid INTEGER NOT NULL,
         id TEXT NOT NULL,
-        vector BLOB NOT NULL,
-        text TEXT,
-        payload TEXT NOT NULL,
         seq INTEGER NOT NULL,
+        payload TEXT NOT NULL,
+        text TEXT,
+        vector BLOB NOT NULL,
         UNIQUE (cid, id)
     );
     CREATE INDEX IF NOT EXISTS items_by_seq ON items (cid, seq);
