@@ -7,6 +7,7 @@ the field. The store below receives only valid, encoded input.
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from collections.abc import Sequence
@@ -44,6 +45,7 @@ class ItemLike(Protocol):
     def payload(self) -> dict[str, Any]: ...
 
 
+MAX_PAYLOAD_DEPTH = 32
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 ENCODER_NAMES = ("none", "text")
 
@@ -125,6 +127,7 @@ class Engine:
         vectors: list[np.ndarray | None] = []
         to_encode: list[int] = []
         for i, item in enumerate(items):
+            check_payload(item.payload, f"items[{i}].payload")
             if item.vector is not None:
                 vectors.append(self._vector(info, item.vector, f"items[{i}].vector"))
             elif item.text is not None and info.spec.encoder != "none":
@@ -230,6 +233,22 @@ def check_name(name: str) -> None:
             " starting with a letter or digit",
             field="name",
         )
+
+
+def check_payload(value: object, field: str, depth: int = 0) -> None:
+    """Payloads are plain JSON: finite numbers, 64-bit integers, at most 32 levels deep."""
+    if depth > MAX_PAYLOAD_DEPTH:
+        raise InvalidRequest(f"nested deeper than {MAX_PAYLOAD_DEPTH} levels", field=field)
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            check_payload(inner, f"{field}.{key}", depth + 1)
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            check_payload(inner, f"{field}[{index}]", depth + 1)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise InvalidRequest("NaN and infinity are not JSON numbers", field=field)
+    elif isinstance(value, int) and not -(2**63) <= value < 2**64:
+        raise InvalidRequest("integers must fit in 64 bits", field=field)
 
 
 def _at(prefix: str, index: int, name: str) -> str:

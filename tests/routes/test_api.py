@@ -121,3 +121,10 @@ async def test_health_and_docs(client: httpx.AsyncClient) -> None:
 async def test_unknown_route_is_a_problem(client: httpx.AsyncClient) -> None:
     problem(await client.get("/nope"), 404)
     problem(await client.patch("/collections"), 405)
+
+
+async def test_ids_with_slashes_can_be_read_back(client: httpx.AsyncClient) -> None:
+    await create(client, "p", dim=2)
+    await upsert_vectors(client, "p", {"docs/a.md#1": [1, 0]})
+    r = await client.get("/collections/p/items/docs/a.md%231")
+    assert r.status_code == 200 and r.json()["id"] == "docs/a.md#1"

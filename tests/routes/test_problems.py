@@ -142,3 +142,22 @@ async def test_bad_json(vectors: httpx.AsyncClient) -> None:
 async def test_body_that_is_not_an_object(vectors: httpx.AsyncClient) -> None:
     problem(await vectors.post("/collections/v/search", json=[1, 2]), 422)
     problem(await vectors.post("/collections/v/items", json="items"), 422)
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ('{"n": NaN}', "items[0].payload.n"),
+        ('{"a": {"b": [1, Infinity]}}', "items[0].payload.a.b[1]"),
+        ('{"big": 123456789012345678901234567890}', "items[0].payload.big"),
+        ('{"deep": ' + "[" * 40 + "]" * 40 + "}", "items[0].payload.deep" + "[0]" * 32),
+    ],
+)
+async def test_payload_must_be_plain_json(
+    vectors: httpx.AsyncClient, payload: str, field: str
+) -> None:
+    body = '{"items": [{"id": "a", "vector": [1, 2, 3], "payload": ' + payload + "}]}"
+    r = await vectors.post(
+        "/collections/v/items", content=body, headers={"content-type": "application/json"}
+    )
+    problem(r, 422, field)

@@ -17,8 +17,9 @@ async def upsert(name: str, body: UpsertIn, request: Request) -> UpsertOut:
     return UpsertOut(upserted=len({item.id for item in body.items}), version=version)
 
 
-@router.get("/items/{item_id}", response_model=ItemOut)
+@router.get("/items/{item_id:path}", response_model=ItemOut)
 async def get_item(name: str, item_id: str, request: Request) -> ItemOut:
+    """One item by id (ids may contain "/", as folder ingestion makes them)."""
     item = await run(request, engine(request).get_item, name, item_id)
     return ItemOut(id=item.id, vector=item.vector.tolist(), text=item.text, payload=item.payload)
 
