@@ -35,13 +35,15 @@ class Server:
         self.process.wait(timeout=30)
 
 
-def start(data_dir: Path, *, workers: int = 1, log: Path, timeout: float = 120) -> Server:
+def start(
+    data_dir: Path, *, workers: int = 1, log: Path, timeout: float = 120, command: str = "serve"
+) -> Server:
     port = free_port()
-    command = [
+    argv = [
         sys.executable,
         "-m",
         "spyglass",
-        "serve",
+        command,
         "--data-dir",
         str(data_dir),
         "--port",
@@ -51,7 +53,7 @@ def start(data_dir: Path, *, workers: int = 1, log: Path, timeout: float = 120) 
     ]
     with open(log, "ab") as handle:
         process = subprocess.Popen(
-            command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+            argv, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
