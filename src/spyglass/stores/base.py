@@ -75,7 +75,7 @@ class Item:
     payload: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Hit:
     """One search result."""
 

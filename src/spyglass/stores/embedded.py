@@ -39,7 +39,7 @@ from spyglass.stores.base import (
     Store,
 )
 from spyglass.stores.sqlite import Database
-from spyglass.stores.view import View
+from spyglass.stores.view import TailChunk, View
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ class EmbeddedStore(Store):
             exact = query.exact or view.size <= self.exact_below
             vector = _prepare(view.metric, query.vector[None, :])
             results.extend(view.search(vector, query.k, ef=query.ef, allowed=allowed, exact=exact))
-        return self._hits(results)
+        return self._hits(view, results)
 
     def _allowed(self, view: View, flt: filters.Filter) -> np.ndarray:
         """Sorted labels of the items matching ``flt``, cached per collection version."""
@@ -207,22 +207,14 @@ class EmbeddedStore(Store):
                 self._filter_cache.popitem(last=False)
         return labels
 
-    def _hits(self, results: list[tuple[np.ndarray, np.ndarray]]) -> list[list[Hit]]:
-        wanted = list({label for labels, _ in results for label in labels.tolist()})
-        rows: dict[int, tuple[str, str | None, dict[str, Any]]] = {}
-        if wanted:
-            marks = ",".join("?" * len(wanted))
-            for label, item_id, text, payload in self.db.reader().execute(
-                f"SELECT label, id, text, payload FROM items WHERE label IN ({marks})", wanted
-            ):
-                rows[label] = (item_id, text, orjson.loads(payload))
+    def _hits(self, view: View, results: list[tuple[np.ndarray, np.ndarray]]) -> list[list[Hit]]:
         hits = []
         for labels, scores in results:
             found = []
             for label, score in zip(labels.tolist(), scores.tolist(), strict=True):
-                row = rows.get(label)
-                if row is not None:
-                    found.append(Hit(id=row[0], score=score, payload=row[2], text=row[1]))
+                record = view.record(label)
+                if record is not None:
+                    found.append(Hit(id=record[0], score=score, payload=record[2], text=record[1]))
             hits.append(found)
         return hits
 
@@ -323,9 +315,10 @@ class EmbeddedStore(Store):
                 if old_seq == version and (directory / snapshots.file_names(version)[0]).exists():
                     return True
                 params = IndexParams(m=row[5], ef_construction=row[6], ef_search=row[7])
-                labels, vectors = _all_vectors(conn, cid, row[2])
+                labels, vectors, records = _all_items(conn, cid, row[2])
             started = time.perf_counter()
-            snapshots.build(directory, version, metric, params, labels, _prepare(metric, vectors))
+            vectors = _prepare(metric, vectors)
+            snapshots.build(directory, version, metric, params, labels, vectors, records)
             with self.db.write() as conn:
                 updated = conn.execute(
                     "UPDATE collections SET snapshot_seq = ? WHERE cid = ? AND snapshot_seq < ?",
@@ -360,7 +353,8 @@ class EmbeddedStore(Store):
 def _advance(conn: sqlite3.Connection, view: View, version: int) -> View:
     """``view`` brought from its version to ``version`` with the rows written in between."""
     rows = conn.execute(
-        "SELECT label, vector FROM items WHERE cid = ? AND seq > ? AND seq <= ? ORDER BY label",
+        "SELECT label, id, text, payload, vector FROM items"
+        " WHERE cid = ? AND seq > ? AND seq <= ? ORDER BY label",
         (view.cid, view.version, version),
     ).fetchall()
     gone = conn.execute(
@@ -368,28 +362,36 @@ def _advance(conn: sqlite3.Connection, view: View, version: int) -> View:
         (view.cid, view.version, version),
     ).fetchall()
     labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    vectors = _decode(rows, view.dim)
+    vectors = _prepare(view.metric, _decode(rows, view.dim))
+    records = {r[0]: (r[1], r[2], orjson.loads(r[3])) for r in rows}
     gone_labels = np.unique(np.fromiter((r[0] for r in gone), dtype=np.int64, count=len(gone)))
-    return view.advance(version, labels, _prepare(view.metric, vectors), gone_labels)
+    return view.advance(version, TailChunk(labels, vectors, records), gone_labels)
 
 
-def _all_vectors(conn: sqlite3.Connection, cid: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+def _all_items(
+    conn: sqlite3.Connection, cid: int, dim: int
+) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
+    """Labels, vectors and ``[id, text, payload]`` records of every live item, by label."""
     rows = conn.execute(
-        "SELECT label, vector FROM items WHERE cid = ? ORDER BY label", (cid,)
+        "SELECT label, id, text, payload, vector FROM items WHERE cid = ? ORDER BY label", (cid,)
     ).fetchall()
     labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    return labels, _decode(rows, dim)
+    records = [orjson.dumps([r[1], r[2], orjson.Fragment(r[3])]) for r in rows]
+    return labels, _decode(rows, dim), records
 
 
 def _decode(rows: list[Any], dim: int) -> np.ndarray:
     if not rows:
         return np.empty((0, dim), dtype=np.float32)
-    return np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+    return np.frombuffer(b"".join(r[-1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
 
 
 def _prepare(metric: str, vectors: np.ndarray) -> np.ndarray:
     """Vectors as the index holds them: float32, unit length for cosine."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if metric == "cosine" and len(vectors) == 1:
+        norm = float(np.sqrt(vectors[0] @ vectors[0]))
+        return vectors / norm if norm else vectors
     if metric == "cosine" and len(vectors):
         norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))[:, None]
         vectors = vectors / np.where(norms == 0, 1.0, norms)

@@ -1,15 +1,18 @@
 """The on-disk HNSW snapshot of a collection, shared by every worker through mmap.
 
-A snapshot is two files written once and never changed: ``hnsw-<seq>.faiss``
-(a FAISS ``IndexHNSWFlat`` over the collection's vectors as of change ``seq``)
-and ``labels-<seq>.npy`` (the item label of each position in that index,
-ascending). Both are opened memory-mapped (``IO_FLAG_MMAP_IFC`` and
-``np.load(mmap_mode="r")``), so N worker processes share one copy in the page
-cache instead of holding N.
+A snapshot is four files written once and never changed: ``hnsw-<seq>.faiss``
+(a FAISS ``IndexHNSWFlat`` over the collection's vectors as of change ``seq``),
+``labels-<seq>.npy`` (the item label of each position in that index, ascending),
+and ``records-<seq>.bin`` with ``offsets-<seq>.npy`` (each position's
+``[id, text, payload]`` as JSON), so that a search answers without a database
+read. All are opened memory-mapped (``IO_FLAG_MMAP_IFC``, ``np.load(mmap_mode=
+"r")``, ``mmap``), so N worker processes share one copy in the page cache
+instead of holding N.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +20,7 @@ from typing import Any
 
 import faiss
 import numpy as np
+import orjson
 
 from spyglass.stores.base import IndexParams
 
@@ -34,8 +38,12 @@ def to_scores(metric: str, distances: np.ndarray) -> np.ndarray:
     return distances
 
 
-def file_names(seq: int) -> tuple[str, str]:
-    return f"hnsw-{seq}.faiss", f"labels-{seq}.npy"
+KINDS = ("hnsw", "labels", "records", "offsets")
+Record = tuple[str, str | None, dict[str, Any]]
+
+
+def file_names(seq: int) -> tuple[str, str, str, str]:
+    return f"hnsw-{seq}.faiss", f"labels-{seq}.npy", f"records-{seq}.bin", f"offsets-{seq}.npy"
 
 
 @dataclass(frozen=True)
@@ -45,17 +53,37 @@ class Snapshot:
     seq: int
     index: Any  # faiss.IndexHNSWFlat, memory-mapped
     labels: np.ndarray
-
-    @property
-    def size(self) -> int:
-        return int(self.index.ntotal)
+    size: int
+    records: bytes | mmap.mmap
+    offsets: np.ndarray
 
     @classmethod
     def open(cls, directory: Path, seq: int) -> Snapshot:
-        index_name, labels_name = file_names(seq)
+        index_name, labels_name, records_name, offsets_name = file_names(seq)
         index = faiss.read_index(str(directory / index_name), faiss.IO_FLAG_MMAP_IFC)
-        labels = np.load(directory / labels_name, mmap_mode="r")
-        return cls(seq=seq, index=index, labels=labels)
+        labels = np.load(directory / labels_name, mmap_mode="r").view(np.ndarray)
+        offsets = np.load(directory / offsets_name, mmap_mode="r").view(np.ndarray)
+        records: bytes | mmap.mmap = b""
+        with open(directory / records_name, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size:
+                records = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        return cls(
+            seq=seq,
+            index=index,
+            labels=labels,
+            size=int(index.ntotal),
+            records=records,
+            offsets=offsets,
+        )
+
+    def record(self, label: int) -> Record | None:
+        """The id, text and payload of ``label``, if this snapshot holds it."""
+        position = int(np.searchsorted(self.labels, label))
+        if position >= self.size or self.labels[position] != label:
+            return None
+        start, end = int(self.offsets[position]), int(self.offsets[position + 1])
+        item_id, text, payload = orjson.loads(self.records[start:end])
+        return item_id, text, payload
 
     def positions(self, labels: np.ndarray) -> np.ndarray:
         """Positions in this snapshot of those ``labels`` it holds."""
@@ -103,8 +131,11 @@ def build(
     params: IndexParams,
     labels: np.ndarray,
     vectors: np.ndarray,
+    records: list[bytes],
 ) -> None:
     """Write the snapshot of ``vectors`` (already normalised for cosine) as of ``seq``.
+
+    ``records[i]`` is the JSON ``[id, text, payload]`` of ``labels[i]``.
 
     Files are written under temporary names, flushed to disk and renamed, so a
     reader sees either no snapshot or a whole one.
@@ -115,17 +146,22 @@ def build(
     index.hnsw.efConstruction = params.ef_construction
     if len(vectors):
         index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    index_name, labels_name = file_names(seq)
-    tmp_index = directory / f".{index_name}.tmp"
-    tmp_labels = directory / f".{labels_name}.tmp"
-    faiss.write_index(index, str(tmp_index))
-    with open(tmp_labels, "wb") as handle:
+    names = file_names(seq)
+    temps = [directory / f".{name}.tmp" for name in names]
+    faiss.write_index(index, str(temps[0]))
+    offsets = np.zeros(len(records) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(r) for r in records])
+    with open(temps[1], "wb") as handle:
         np.save(handle, np.ascontiguousarray(labels, dtype=np.int64))
-    for path in (tmp_index, tmp_labels):
+    with open(temps[2], "wb") as handle:
+        handle.write(b"".join(records))
+    with open(temps[3], "wb") as handle:
+        np.save(handle, offsets)
+    for path in temps:
         with open(path, "rb") as handle:
             os.fsync(handle.fileno())
-    os.replace(tmp_labels, directory / labels_name)
-    os.replace(tmp_index, directory / index_name)
+    for temp, name in reversed(list(zip(temps, names, strict=True))):
+        os.replace(temp, directory / name)
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -144,5 +180,5 @@ def prune(directory: Path, keep: set[int]) -> None:
     for path in directory.iterdir():
         stem, _, _ = path.name.partition(".")
         kind, _, seq = stem.partition("-")
-        if kind in {"hnsw", "labels"} and seq.isdigit() and int(seq) not in keep:
+        if kind in KINDS and seq.isdigit() and int(seq) not in keep:
             path.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from spyglass.stores.snapshot import Snapshot, to_scores
+from spyglass.stores.snapshot import Record, Snapshot, to_scores
 
 EMPTY_LABELS = np.empty(0, dtype=np.int64)
 
@@ -23,6 +23,7 @@ EMPTY_LABELS = np.empty(0, dtype=np.int64)
 class TailChunk:
     labels: np.ndarray
     vectors: np.ndarray
+    records: dict[int, Record]
 
 
 @dataclass(frozen=True)
@@ -52,9 +53,15 @@ class View:
         live_snapshot = (self.snapshot.size if self.snapshot else 0) - len(self.dead)
         return live_snapshot + self.tail_size
 
-    def advance(
-        self, version: int, new_labels: np.ndarray, new_vectors: np.ndarray, gone: np.ndarray
-    ) -> View:
+    def record(self, label: int) -> Record | None:
+        """The id, text and payload of a live item of this view."""
+        for chunk in self.tail:
+            found = chunk.records.get(label)
+            if found is not None:
+                return found
+        return self.snapshot.record(label) if self.snapshot is not None else None
+
+    def advance(self, version: int, new: TailChunk, gone: np.ndarray) -> View:
         """The view after items ``new_labels`` were written and labels ``gone`` removed."""
         tail = list(self.tail)
         dead = self.dead
@@ -63,13 +70,17 @@ class View:
             tail = [chunk for chunk in tail if len(chunk.labels)]
             if self.snapshot is not None:
                 dead = np.union1d(dead, self.snapshot.positions(gone))
-        if new_labels.size:
-            tail.append(TailChunk(new_labels, new_vectors))
+        if new.labels.size:
+            tail.append(new)
         if len(tail) > 8:
+            records = {}
+            for chunk in tail:
+                records.update(chunk.records)
             tail = [
                 TailChunk(
                     np.concatenate([c.labels for c in tail]),
                     np.concatenate([c.vectors for c in tail]),
+                    records,
                 )
             ]
         return replace(self, version=version, dead=dead, tail=tuple(tail))
@@ -90,10 +101,14 @@ class View:
         search comes back short of the matches it could have returned, the
         snapshot part is searched exactly, so a filter never under-fills.
         """
-        parts = [self._search_tail(queries, k, allowed)]
-        if self.snapshot is not None and self.snapshot.size:
-            parts.append(self._search_snapshot(queries, k, ef, allowed, exact))
-        return [_merge([part[i] for part in parts], k) for i in range(len(queries))]
+        has_snapshot = self.snapshot is not None and self.snapshot.size > 0
+        if not has_snapshot:
+            return self._search_tail(queries, k, allowed)
+        found = self._search_snapshot(queries, k, ef, allowed, exact)
+        if not self.tail:
+            return found
+        tail = self._search_tail(queries, k, allowed)
+        return [_merge([found[i], tail[i]], k) for i in range(len(queries))]
 
     def _search_tail(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None
@@ -126,7 +141,7 @@ class View:
                 return [(EMPTY_LABELS, np.empty(0, dtype=np.float32))] * len(queries)
             if exact or positions.size <= max(4 * k, 256):
                 vectors = snapshot.vectors(positions)
-                labels = np.asarray(snapshot.labels[positions])
+                labels = snapshot.labels[positions]
                 scores = exact_scores(self.metric, vectors, queries)
                 return [_top(labels, row, k) for row in scores]
             selector: Any = _bitmap(snapshot.size, positions)
@@ -147,8 +162,7 @@ class View:
         results = []
         for row_d, row_p in zip(distances, found, strict=True):
             ok = row_p >= 0
-            labels = np.asarray(snapshot.labels[row_p[ok]])
-            results.append((labels, to_scores(self.metric, row_d[ok]).astype(np.float32)))
+            results.append((snapshot.labels[row_p[ok]], to_scores(self.metric, row_d[ok])))
         return results
 
 
@@ -186,14 +200,17 @@ def _drop(chunk: TailChunk, gone: np.ndarray) -> TailChunk:
     keep = ~np.isin(chunk.labels, gone)
     if keep.all():
         return chunk
-    return TailChunk(chunk.labels[keep], chunk.vectors[keep])
+    labels = chunk.labels[keep]
+    records = {label: chunk.records[label] for label in labels.tolist()}
+    return TailChunk(labels, chunk.vectors[keep], records)
 
 
 def _keep(chunk: TailChunk, allowed: np.ndarray) -> TailChunk:
+    """The part of ``chunk`` whose labels are ``allowed`` (for searching only)."""
     keep = np.isin(chunk.labels, allowed)
     if keep.all():
         return chunk
-    return TailChunk(chunk.labels[keep], chunk.vectors[keep])
+    return TailChunk(chunk.labels[keep], chunk.vectors[keep], chunk.records)
 
 
 def _bitmap(size: int, positions: np.ndarray) -> Any:
