@@ -97,3 +97,18 @@ def test_old_snapshots_are_pruned(tmp_path: Path) -> None:
     assert len(snapshot_files(tmp_path)) <= 2
     assert store.get_collection("c").count == 200
     store.close()
+
+
+def test_a_partial_snapshot_is_rebuilt(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path, exact_below=0)
+    store.create_collection(CollectionSpec(name="c", dim=16))
+    vectors = fill(store, 300)
+    store.optimize("c")
+    store.close()
+    next((tmp_path / "index").rglob("records-*.bin")).unlink()
+    reopened = EmbeddedStore(tmp_path, exact_below=0)
+    reopened.optimize("c")
+    view = reopened._sync("c")
+    assert view.snapshot is not None and view.tail_size == 0
+    assert reopened.search("c", [Query(vector=vectors[9], k=1)])[0][0].id == "i9"
+    reopened.close()

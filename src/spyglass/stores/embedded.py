@@ -312,7 +312,8 @@ class EmbeddedStore(Store):
                 if row[0] != cid:
                     return False
                 version, old_seq, metric = row[9], row[11], row[3]
-                if old_seq == version and (directory / snapshots.file_names(version)[0]).exists():
+                names = snapshots.file_names(version)
+                if old_seq == version and all((directory / n).exists() for n in names):
                     return True
                 params = IndexParams(m=row[5], ef_construction=row[6], ef_search=row[7])
                 labels, vectors, records = _all_items(conn, cid, row[2])
