@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from spyglass.routes.deps import engine, run
+from spyglass.routes.fastjson import FastJSONRoute
 from spyglass.schema import CollectionIn, CollectionList, CollectionOut, IndexIn
 from spyglass.stores.base import CollectionInfo
 
-router = APIRouter(prefix="/collections", tags=["collections"])
+router = APIRouter(prefix="/collections", tags=["collections"], route_class=FastJSONRoute)
 
 
 def collection_out(info: CollectionInfo) -> CollectionOut:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from spyglass.routes.deps import engine, run
+from spyglass.routes.fastjson import FastJSONRoute
 from spyglass.schema import DeleteIn, DeleteOut, ItemOut, UpsertIn, UpsertOut
 
-router = APIRouter(prefix="/collections/{name}", tags=["items"])
+router = APIRouter(prefix="/collections/{name}", tags=["items"], route_class=FastJSONRoute)
 
 
 @router.post("/items", response_model=UpsertOut)
