@@ -25,7 +25,7 @@ def test_readme_starts_with_the_two_commands_and_its_links_resolve() -> None:
     readme = (REPO / "README.md").read_text()
     first_block = readme.split("```")[1]
     assert "scripts/demo.sh" in first_block and "scripts/test.sh" in first_block
-    assert (REPO / ".ci" / "run").read_text().strip().endswith("scripts/test.sh\"")
+    assert (REPO / ".ci" / "run").read_text().strip().endswith('scripts/test.sh"')
     for target in re.findall(r"\]\(([^)#]+)\)", readme):
         if not target.startswith("http"):
             assert (REPO / target).exists(), target
