@@ -159,7 +159,8 @@ def ingest_command(
         )
     console.print(
         f"{report.items} items into {report.collection} in {report.seconds:.2f} s "
-        f"({report.rate:,.0f} items/s); version {report.version}"
+        f"({report.rate:,.0f} items/s); index built in {report.index_seconds:.2f} s; "
+        f"version {report.version}"
     )
 
 
