@@ -38,7 +38,7 @@ class ItemLike(Protocol):
     @property
     def id(self) -> str: ...
     @property
-    def vector(self) -> list[float] | None: ...
+    def vector(self) -> list[float] | np.ndarray | None: ...
     @property
     def text(self) -> str | None: ...
     @property
@@ -124,14 +124,14 @@ class Engine:
     def upsert(self, name: str, items: Sequence[ItemLike]) -> int:
         self._check_batch(len(items), "items")
         info = self.get_collection(name)
-        vectors: list[np.ndarray | None] = []
+        vectors: list[np.ndarray | None] = [None] * len(items)
+        given: list[int] = []
         to_encode: list[int] = []
         for i, item in enumerate(items):
             check_payload(item.payload, f"items[{i}].payload")
             if item.vector is not None:
-                vectors.append(self._vector(info, item.vector, f"items[{i}].vector"))
+                given.append(i)
             elif item.text is not None and info.spec.encoder != "none":
-                vectors.append(None)
                 to_encode.append(i)
             elif item.text is not None:
                 raise InvalidRequest(
@@ -139,6 +139,12 @@ class Engine:
                 )
             else:
                 raise InvalidRequest("an item needs a vector or a text", field=f"items[{i}]")
+        if given:
+            matrix = self._vectors(
+                info, [items[i].vector for i in given], "items[{}].vector", given
+            )
+            for i, row in zip(given, matrix, strict=True):
+                vectors[i] = row
         if to_encode:
             encoded = self.encoders.get(info.spec.encoder).encode(
                 [items[i].text or "" for i in to_encode]
@@ -210,7 +216,28 @@ class Engine:
                 field=field,
             )
 
-    def _vector(self, info: CollectionInfo, values: list[float], field: str) -> np.ndarray:
+    def _vectors(
+        self,
+        info: CollectionInfo,
+        rows: Sequence[list[float] | np.ndarray | None],
+        field: str,
+        positions: Sequence[int],
+    ) -> np.ndarray:
+        """Many vectors checked at once; on a problem, the first bad one is named."""
+        try:
+            matrix = np.asarray(rows, dtype=np.float32)
+        except (ValueError, TypeError):
+            matrix = np.empty(0, dtype=np.float32)
+        if matrix.shape == (len(rows), info.spec.dim) and np.isfinite(matrix).all():
+            if info.spec.metric != "cosine" or np.einsum("ij,ij->i", matrix, matrix).all():
+                return matrix
+        for row, position in zip(rows, positions, strict=True):
+            self._vector(info, row if row is not None else [], field.format(position))
+        return matrix
+
+    def _vector(
+        self, info: CollectionInfo, values: list[float] | np.ndarray, field: str
+    ) -> np.ndarray:
         vector = np.asarray(values, dtype=np.float32)
         if vector.shape != (info.spec.dim,):
             raise InvalidRequest(

@@ -72,7 +72,7 @@ class Record:
     """One item to upsert, as read from a source."""
 
     id: str
-    vector: list[float] | None
+    vector: np.ndarray | None
     text: str | None
     payload: dict[str, Any]
 
@@ -185,8 +185,8 @@ def _record(fields: _Fields, row: dict[str, Any], where: str, number: int) -> Re
     return Record(item_id, vector, raw_text, row)
 
 
-def _vector(value: Any, at: str) -> list[float]:
-    """Check that ``value`` is a non-empty list of finite numbers and return it as floats."""
+def _vector(value: Any, at: str) -> np.ndarray:
+    """Check that ``value`` is a non-empty list of finite numbers; return it as float32."""
     if isinstance(value, np.ndarray):
         return _array_vector(value, at)
     if not isinstance(value, list | tuple):
@@ -195,37 +195,34 @@ def _vector(value: Any, at: str) -> list[float]:
         raise ConfigError(f"{at} is empty")
     if set(map(type, value)) <= _NUMBER_TYPES:  # the common case, at C speed
         try:
-            vector = list(map(float, value))
-        except OverflowError:
+            return _array_vector(np.asarray(value, dtype=np.float64), at)
+        except (OverflowError, ConfigError):
             pass
-        else:
-            if all(map(math.isfinite, vector)):
-                return vector
     for position, number in enumerate(value):  # find the culprit for the message
         if isinstance(number, bool) or not isinstance(number, int | float):
             raise ConfigError(
                 f"{at} must be a list of numbers; element [{position}] is {_kind(number)}"
             )
         try:
-            finite = math.isfinite(number)
+            finite = math.isfinite(number) and math.isfinite(np.float32(number))
         except OverflowError:
             finite = False
         if not finite:
             raise ConfigError(f"{at}: element [{position}] is not a finite number")
-    return [float(number) for number in value]
+    return np.asarray(value, dtype=np.float32)
 
 
-def _array_vector(value: np.ndarray, at: str) -> list[float]:
+def _array_vector(value: np.ndarray, at: str) -> np.ndarray:
     """The numpy form of :func:`_vector`, for Parquet list columns."""
     if value.ndim != 1 or value.dtype.kind not in "iuf":
         raise ConfigError(f"{at} must be a list of numbers, not an array of {value.dtype}")
     if not value.size:
         raise ConfigError(f"{at} is empty")
-    floats = value.astype(np.float64)
-    finite = np.isfinite(floats)
+    with np.errstate(over="ignore"):
+        vector = value.astype(np.float32)
+    finite = np.isfinite(vector)
     if not finite.all():
         raise ConfigError(f"{at}: element [{int(finite.argmin())}] is not a finite number")
-    vector: list[float] = floats.tolist()
     return vector
 
 
