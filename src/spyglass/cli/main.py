@@ -119,9 +119,9 @@ def run_server(settings: Settings) -> None:
 @click.option(
     "--batch-size",
     type=click.IntRange(1),
-    default=256,
+    default=2000,
     show_default=True,
-    help="Items per write (and per encoder call).",
+    help="Items per transaction; bigger batches load faster (one disk sync each).",
 )
 @setting_options("data_dir", "config", "encoder_threads")
 def ingest_command(
@@ -138,7 +138,10 @@ def ingest_command(
     settings = load_settings(**overrides)
     if settings.encoder_threads is None:
         settings = settings.model_copy(update={"encoder_threads": os.cpu_count() or 1})
-    source = open_source(path, batch_size=min(batch_size, settings.max_batch))
+    # One transaction (one fsync) per batch: bulk loads want big ones, and the
+    # server's per-request max_batch does not apply to a local load.
+    settings = settings.model_copy(update={"max_batch": max(batch_size, settings.max_batch)})
+    source = open_source(path, batch_size=batch_size)
     progress = Progress(
         TextColumn(f"ingest {collection}"),
         BarColumn(),
