@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 import orjson
-from anyio import CapacityLimiter
 from fastapi import FastAPI
 
 from spyglass import __version__, problems
@@ -29,13 +29,15 @@ def create_app(settings: Settings) -> FastAPI:
         store = open_store(settings)
         engine = Engine(settings, store)
         app.state.engine = engine
-        app.state.limiter = CapacityLimiter(settings.search_threads)
+        executor = ThreadPoolExecutor(settings.search_threads, thread_name_prefix="spyglass")
+        app.state.executor = executor
         app.state.ready = False
         try:
             engine.warm_up()
             app.state.ready = True
             yield
         finally:
+            executor.shutdown(wait=True)
             store.close()
 
     app = FastAPI(

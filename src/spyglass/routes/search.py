@@ -22,13 +22,7 @@ def hits_out(hits: list[Hit]) -> list[HitOut]:
 async def search(name: str, body: SearchIn, request: Request) -> SearchOut:
     """The k items most similar to a vector or a text; ``score`` is higher for closer items."""
     started = time.perf_counter()
-    if body.vector is not None and body.filter is None and not body.exact:
-        # An HNSW lookup takes well under a millisecond: cheaper on the event loop
-        # than the hop to a thread and back. Text (model inference), filters (a
-        # database query) and exact scans go to the thread pool.
-        results = engine(request).search(name, [body])
-    else:
-        results = await run(request, engine(request).search, name, [body])
+    results = await run(request, engine(request).search, name, [body])
     return SearchOut(hits=hits_out(results[0]), took_ms=_ms(started))
 
 
