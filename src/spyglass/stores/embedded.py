@@ -208,11 +208,13 @@ class EmbeddedStore(Store):
         return labels
 
     def _hits(self, view: View, results: list[tuple[np.ndarray, np.ndarray]]) -> list[list[Hit]]:
+        labels = [labels for labels, _ in results if labels.size]
+        records = view.records_of(np.concatenate(labels)) if labels else {}
         hits = []
-        for labels, scores in results:
+        for labels_, scores in results:
             found = []
-            for label, score in zip(labels.tolist(), scores.tolist(), strict=True):
-                record = view.record(label)
+            for label, score in zip(labels_.tolist(), scores.tolist(), strict=True):
+                record = records.get(label)
                 if record is not None:
                     found.append(Hit(id=record[0], score=score, payload=record[2], text=record[1]))
             hits.append(found)

@@ -76,14 +76,19 @@ class Snapshot:
             offsets=offsets,
         )
 
-    def record(self, label: int) -> Record | None:
-        """The id, text and payload of ``label``, if this snapshot holds it."""
-        position = int(np.searchsorted(self.labels, label))
-        if position >= self.size or self.labels[position] != label:
-            return None
-        start, end = int(self.offsets[position]), int(self.offsets[position + 1])
-        item_id, text, payload = orjson.loads(self.records[start:end])
-        return item_id, text, payload
+    def records_of(self, labels: np.ndarray) -> dict[int, Record]:
+        """The id, text and payload of each of ``labels`` this snapshot holds."""
+        if self.size == 0 or labels.size == 0:
+            return {}
+        where = np.minimum(np.searchsorted(self.labels, labels), self.size - 1)
+        held = self.labels[where] == labels
+        found: dict[int, Record] = {}
+        starts = self.offsets[where[held]].tolist()
+        ends = self.offsets[where[held] + 1].tolist()
+        for label, start, end in zip(labels[held].tolist(), starts, ends, strict=True):
+            item_id, text, payload = orjson.loads(self.records[start:end])
+            found[label] = (item_id, text, payload)
+        return found
 
     def positions(self, labels: np.ndarray) -> np.ndarray:
         """Positions in this snapshot of those ``labels`` it holds."""

@@ -53,13 +53,21 @@ class View:
         live_snapshot = (self.snapshot.size if self.snapshot else 0) - len(self.dead)
         return live_snapshot + self.tail_size
 
-    def record(self, label: int) -> Record | None:
-        """The id, text and payload of a live item of this view."""
-        for chunk in self.tail:
-            found = chunk.records.get(label)
-            if found is not None:
-                return found
-        return self.snapshot.record(label) if self.snapshot is not None else None
+    def records_of(self, labels: np.ndarray) -> dict[int, Record]:
+        """The id, text and payload of each live item among ``labels``."""
+        found: dict[int, Record] = {}
+        rest = []
+        for label in labels.tolist():
+            for chunk in self.tail:
+                record = chunk.records.get(label)
+                if record is not None:
+                    found[label] = record
+                    break
+            else:
+                rest.append(label)
+        if rest and self.snapshot is not None:
+            found.update(self.snapshot.records_of(np.asarray(rest, dtype=np.int64)))
+        return found
 
     def advance(self, version: int, new: TailChunk, gone: np.ndarray) -> View:
         """The view after items ``new_labels`` were written and labels ``gone`` removed."""
