@@ -37,11 +37,12 @@ CHUNK_SIZE = 64
 PAD_BUDGET = 8
 #: Intra-op threads of one model call. One, because a server encodes from several
 #: worker processes and a thread pool at once, and then parallel calls beat split
-#: calls. Measured on the 2-core machine (benchmarks/encoder_throughput.py and two
-#: threads sharing one encoder): one caller is faster with 2 threads (p50 5.6 ms vs
-#: 9.5 ms per sentence; 184 vs 113 sentences/s in batches of 64), but two callers
-#: together made 200 sentences/s with 1 thread each and only 134-155 with 2, as the
-#: threads fight over the cores. Raise it for a single-user job such as a CLI ingest.
+#: calls. Measured on the 2-core machine (benchmarks/encoder_throughput.py, and 2 or
+#: 4 threads sharing one encoder): a lone caller is faster with 2 threads (p50 about
+#: 6 ms vs 10 ms per sentence; about 190 vs 112 sentences/s in batches of 64), but
+#: concurrent callers together made 175-207 sentences/s with 1 thread each and only
+#: 155-178 with 2, as the threads fight over the cores. Raise it for a single-user
+#: job such as a CLI ingest.
 DEFAULT_THREADS = 1
 
 _INPUT_NAMES = frozenset({"input_ids", "attention_mask", "token_type_ids"})
