@@ -69,11 +69,13 @@ def demo(**overrides: Any) -> None:
         report = ingest(engine, "demo", open_source(DOCS_DIR), encoder="text")
     console.print(
         f"demo collection ready: {report.items} passages from {DOCS_DIR.name}/ in "
-        f"{report.seconds:.1f} s (data in {settings.data_dir})"
+        f"{report.seconds:.1f} s (data in {settings.data_dir})",
+        soft_wrap=True,
     )
     console.print(
         f"try: curl -s http://{settings.host}:{settings.port}/collections/demo/search "
-        """-H 'content-type: application/json' -d '{"text": "how do bees make honey", "k": 3}'"""
+        """-H 'content-type: application/json' -d '{"text": "how do bees make honey", "k": 3}'""",
+        soft_wrap=True,
     )
     run_server(settings)
 
@@ -87,7 +89,8 @@ def run_server(settings: Settings) -> None:
     console.print(
         f"Spyglass {__version__} on http://{settings.host}:{settings.port} "
         f"({settings.workers} worker{'s' if settings.workers > 1 else ''}, data in "
-        f"{settings.data_dir}); API docs at /docs"
+        f"{settings.data_dir}); API docs at /docs",
+        soft_wrap=True,
     )
     uvicorn.run(
         "spyglass.app:app_from_environment",
