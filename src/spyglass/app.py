@@ -12,9 +12,10 @@ import orjson
 from fastapi import FastAPI
 
 from spyglass import __version__, problems
-from spyglass.engine import Engine, open_store
+from spyglass.engine import Engine
 from spyglass.routes import collections, health, items, search
 from spyglass.settings import Settings
+from spyglass.stores import open_store
 
 SETTINGS_ENV = "SPYGLASS__RESOLVED_SETTINGS"
 

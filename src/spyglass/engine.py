@@ -16,9 +16,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from spyglass import filters
-from spyglass.encoders import create_encoder
+from spyglass.encoders import ENCODERS, create_encoder
 from spyglass.encoders.base import Encoder
-from spyglass.errors import ConfigError, InvalidRequest, PayloadTooLarge
+from spyglass.errors import InvalidRequest, PayloadTooLarge
 from spyglass.schema import CollectionIn, SearchIn
 from spyglass.settings import Settings
 from spyglass.stores.base import (
@@ -47,7 +47,7 @@ class ItemLike(Protocol):
 
 MAX_PAYLOAD_DEPTH = 32
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-ENCODER_NAMES = ("none", "text")
+ENCODER_NAMES = ("none", *ENCODERS)
 
 
 class Encoders:
@@ -280,17 +280,3 @@ def check_payload(value: object, field: str, depth: int = 0) -> None:
 
 def _at(prefix: str, index: int, name: str) -> str:
     return f"{prefix}[{index}].{name}" if prefix else name
-
-
-def open_store(settings: Settings) -> Store:
-    """The store the settings name: the embedded store in ``data_dir``."""
-    from spyglass.stores.embedded import EmbeddedStore
-
-    try:
-        return EmbeddedStore(
-            settings.data_dir,
-            snapshot_tail=settings.snapshot_tail,
-            exact_below=settings.exact_below,
-        )
-    except OSError as exc:
-        raise ConfigError(f"cannot use data directory {settings.data_dir}: {exc}") from exc

@@ -24,10 +24,11 @@ from rich.table import Table
 
 from spyglass import __version__
 from spyglass.cli.options import setting_options
-from spyglass.engine import Engine, open_store
+from spyglass.engine import Engine
 from spyglass.errors import ConfigError, ProblemError, SpyglassError
 from spyglass.schema import SearchIn
 from spyglass.settings import Settings, load_settings, settings_table
+from spyglass.stores import open_store
 
 console = Console()
 errors = Console(stderr=True)
