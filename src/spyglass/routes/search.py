@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Request
+import orjson
+from fastapi import APIRouter, Request, Response
 
 from spyglass.routes.deps import engine, run
 from spyglass.routes.fastjson import FastJSONRoute
@@ -18,12 +19,18 @@ def hits_out(hits: list[Hit]) -> list[HitOut]:
     return [HitOut(id=h.id, score=h.score, payload=h.payload, text=h.text) for h in hits]
 
 
+def hits_json(hits: list[Hit]) -> list[dict[str, object]]:
+    return [{"id": h.id, "score": h.score, "payload": h.payload, "text": h.text} for h in hits]
+
+
 @router.post("/search", response_model=SearchOut)
-async def search(name: str, body: SearchIn, request: Request) -> SearchOut:
+async def search(name: str, body: SearchIn, request: Request) -> Response:
     """The k items most similar to a vector or a text; ``score`` is higher for closer items."""
     started = time.perf_counter()
     results = await run(request, engine(request).search, name, [body])
-    return SearchOut(hits=hits_out(results[0]), took_ms=_ms(started))
+    # The hot path: the shape is SearchOut's, serialised straight from plain values.
+    content = {"hits": hits_json(results[0]), "took_ms": _ms(started)}
+    return Response(orjson.dumps(content), media_type="application/json")
 
 
 @router.post("/search/batch", response_model=BatchSearchOut)
