@@ -74,3 +74,20 @@ Filter: TypeAlias = Compare | In | Exists | And | Or
 def orderable(value: Scalar) -> bool:
     """Whether ``value`` can bound a range: a number or a string, not a boolean."""
     return isinstance(value, int | float | str) and not isinstance(value, bool)
+
+
+def json_kind(value: object) -> str:
+    """The JSON type of a decoded value, with int and float both ``number``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | tuple):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "other"

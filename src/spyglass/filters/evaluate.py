@@ -9,24 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from spyglass.filters.ast import And, Exists, Filter, In, Or, Scalar
-
-
-def _kind(value: object) -> str:
-    """The JSON type of a decoded value, with int and float both ``number``."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list | tuple):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return "other"
+from spyglass.filters.ast import And, Exists, Filter, In, Or, Scalar, json_kind
 
 
 def _resolve(payload: object, path: tuple[str, ...]) -> tuple[bool, object]:
@@ -40,7 +23,7 @@ def _resolve(payload: object, path: tuple[str, ...]) -> tuple[bool, object]:
 
 
 def _same(value: object, wanted: Scalar) -> bool:
-    return _kind(value) == _kind(wanted) and value == wanted
+    return json_kind(value) == json_kind(wanted) and value == wanted
 
 
 def _equals_any(value: object, wanted: Sequence[Scalar]) -> bool:
@@ -53,8 +36,8 @@ def _equals_any(value: object, wanted: Sequence[Scalar]) -> bool:
 
 
 def _in_range(value: object, op: str, bound: Scalar) -> bool:
-    kind = _kind(bound)
-    if _kind(value) != kind or kind not in ("number", "string"):
+    kind = json_kind(bound)
+    if json_kind(value) != kind or kind not in ("number", "string"):
         return False
     a: Any = value
     b: Any = bound

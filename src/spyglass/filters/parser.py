@@ -22,6 +22,7 @@ from spyglass.filters.ast import (
     In,
     Or,
     Scalar,
+    json_kind,
     orderable,
 )
 
@@ -59,19 +60,12 @@ def parse(obj: object, *, field: str = "filter") -> Filter | None:
 
 def _describe(value: object) -> str:
     """The JSON-ish name of a value's type, for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list | tuple):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
+    kind = json_kind(value)
+    if kind == "null":
+        return kind
+    if kind == "other":
+        return type(value).__name__
+    return ("an " if kind[0] in "aeiou" else "a ") + kind
 
 
 def _child(field: str, key: str) -> str:
