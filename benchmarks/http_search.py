@@ -248,6 +248,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--duration", type=int, default=20, help="seconds per wrk run")
     parser.add_argument("--bodies", type=int, default=100, help="distinct requests to rotate")
+    parser.add_argument("--warmup", type=int, default=5,
+                        help="seconds of unmeasured wrk load before each measured run (0: none)")
     parser.add_argument("--skip-text", action="store_true", help="vector search only")
     parser.add_argument("--py-spy", metavar="PATH", default=None,
                         help="py-spy binary: record every worker during each run and print "
@@ -280,6 +282,8 @@ def main() -> None:
         print(memory(server) + "  [ready, before load]")
         runs = [("vector", vector_lua)] + ([] if args.skip_text else [("text", text_lua)])
         for name, script in runs:
+            if args.warmup:  # fault the mmapped index into both workers, warm caches; discarded
+                run_wrk(server.port, script, args.threads, args.connections, args.warmup)
             spies = []
             if args.py_spy:
                 workers = [p for p in server.pids() if "spawn_main" in command_line(p)]

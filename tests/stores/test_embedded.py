@@ -107,8 +107,12 @@ def test_a_partial_snapshot_is_rebuilt(tmp_path: Path) -> None:
     store.close()
     next((tmp_path / "index").rglob("records-*.bin")).unlink()
     reopened = EmbeddedStore(tmp_path, exact_below=0)
+    other = EmbeddedStore(tmp_path, exact_below=0)
+    assert other._sync("c").snapshot is None
     reopened.optimize("c")
     view = reopened._sync("c")
     assert view.snapshot is not None and view.tail_size == 0
+    assert other._sync("c").snapshot is not None, "a repaired snapshot reaches every worker"
+    other.close()
     assert reopened.search("c", [Query(vector=vectors[9], k=1)])[0][0].id == "i9"
     reopened.close()

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 COLLECTION_COLUMNS = (
     "cid, name, dim, metric, encoder, m, ef_construction, ef_search, created_at, version, count,"
-    " snapshot_seq"
+    " snapshot_seq, snapshot_gen"
 )
 FILTER_CACHE_SIZE = 256
 
@@ -226,21 +226,24 @@ class EmbeddedStore(Store):
         """This worker's view of ``name``, brought up to date with the database."""
         current = (
             self.db.reader()
-            .execute("SELECT cid, version, snapshot_seq FROM collections WHERE name = ?", (name,))
+            .execute("SELECT cid, version, snapshot_gen FROM collections WHERE name = ?", (name,))
             .fetchone()
         )
         view = self._views.get(name)
-        if view is not None and current == (view.cid, view.version, view.indexed_seq):
+        if view is not None and current == (view.cid, view.version, view.indexed_gen):
             return view
         with self._sync_lock:
             view = self._views.get(name)
             with self.db.read() as conn:
                 row = _require(conn, name)
-                cid, version, snapshot_seq = row[0], row[9], row[11]
-                current = (cid, version, snapshot_seq)
-                if view is not None and current == (view.cid, view.version, view.indexed_seq):
+                cid, version, gen = row[0], row[9], row[12]
+                if view is not None and (cid, version, gen) == (
+                    view.cid,
+                    view.version,
+                    view.indexed_gen,
+                ):
                     return view
-                if view is None or view.cid != cid or view.indexed_seq != snapshot_seq:
+                if view is None or view.cid != cid or view.indexed_gen != gen:
                     view = self._load(conn, row)
                 else:
                     view = _advance(conn, view, version)
@@ -262,7 +265,7 @@ class EmbeddedStore(Store):
         empty = View(
             cid=cid,
             version=snap.seq if snap else 0,
-            indexed_seq=snapshot_seq,
+            indexed_gen=row[12],
             dim=dim,
             metric=metric,
             ef_search=row[7],
@@ -324,7 +327,8 @@ class EmbeddedStore(Store):
             snapshots.build(directory, version, metric, params, labels, vectors, records)
             with self.db.write() as conn:
                 updated = conn.execute(
-                    "UPDATE collections SET snapshot_seq = ? WHERE cid = ? AND snapshot_seq < ?",
+                    "UPDATE collections SET snapshot_seq = ?, snapshot_gen = snapshot_gen + 1"
+                    " WHERE cid = ? AND snapshot_seq <= ?",
                     (version, cid, version),
                 ).rowcount
                 if updated:

@@ -60,6 +60,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX IF NOT EXISTS tombstones_by_seq ON tombstones (cid, seq);
     """,
+    # snapshot_gen changes with every snapshot built, even one rebuilt at the same seq
+    # (a damaged snapshot repaired), so that every worker reloads it.
+    """
+    ALTER TABLE collections ADD COLUMN snapshot_gen INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 

@@ -32,7 +32,7 @@ class View:
 
     cid: int
     version: int
-    indexed_seq: int
+    indexed_gen: int
     dim: int
     metric: str
     ef_search: int
