@@ -52,7 +52,7 @@ def encoder() -> TextEncoder:
 def test_identity() -> None:
     assert TextEncoder.name == "text"
     assert TextEncoder.dim == 384
-    assert TextEncoder.modality == "text"
+    assert TextEncoder.inputs == frozenset({"text"})
     assert ENCODERS["text"] is TextEncoder
 
 

@@ -3,24 +3,40 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from spyglass.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from PIL import Image
+
 
 class Encoder:
-    """Turns inputs of one modality into float32 vectors.
+    """Turns inputs of one or more modalities into float32 vectors.
 
     ``name`` is the registry name a collection refers to (``"text"``); ``dim`` is
-    the length of every vector ``encode`` returns. Implementations load their
-    model files once, in ``__init__``, and must be safe to call from several
-    threads at once. ``encode`` returns an array of shape ``(len(batch), dim)``,
-    dtype float32, one row per input in order; an empty batch returns shape
-    ``(0, dim)``. Inputs the encoder cannot use raise ``InvalidRequest``.
+    the length of every vector it returns; ``inputs`` names what items and
+    queries of its collections may carry (``"text"``, ``"image"``); ``metric`` is
+    the metric its vectors are meant for, used when a collection names none.
+
+    Implementations load their model files once, in ``__init__``, and must be
+    safe to call from several threads at once. Each ``encode_*`` method returns
+    an array of shape ``(len(batch), dim)``, dtype float32, one row per input in
+    order; an empty batch returns shape ``(0, dim)``. Inputs the encoder cannot
+    use raise ``InvalidRequest``.
     """
 
     name: str = ""
     dim: int = 0
-    modality: str = "text"
+    inputs: frozenset[str] = frozenset({"text"})
+    metric: str = "cosine"
 
     def encode(self, batch: Sequence[str]) -> np.ndarray:
-        raise NotImplementedError
+        """Vectors for texts."""
+        raise InvalidRequest(f"the {self.name} encoder does not take text", field="text")
+
+    def encode_images(self, batch: Sequence[Image.Image]) -> np.ndarray:
+        """Vectors for decoded RGB images."""
+        raise InvalidRequest(f"the {self.name} encoder does not take images", field="image")

@@ -74,7 +74,7 @@ class TextEncoder(Encoder):
 
     name = "text"
     dim = 384
-    modality = "text"
+    inputs = frozenset({"text"})
 
     def __init__(self, model_path: str | None = None, threads: int | None = None) -> None:
         threads = DEFAULT_THREADS if threads is None else threads
