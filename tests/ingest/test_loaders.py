@@ -615,3 +615,21 @@ def test_demo_folder_loads_as_a_source() -> None:
     assert source.total == len(records) >= len(list(DOCS_DIR.glob("*.md")))
     assert len({r.id for r in records}) == len(records)
     assert all(r.text and r.payload["title"] for r in records)
+
+
+def test_parquet_batch_check_names_the_row_in_a_later_batch(tmp_path: Path) -> None:
+    rows = [[float(i), 1.0] for i in range(7)]
+    rows[4][1] = math.inf
+    path = write_parquet(tmp_path / "late.parquet", {"vector": rows})
+    message = config_error(path, batch_size=3)
+    assert "row 5: 'vector': element [1] is not a finite number" in message
+
+
+def test_parquet_vectors_of_mixed_lengths_or_nulls_are_read_row_by_row(tmp_path: Path) -> None:
+    ragged = write_parquet(tmp_path / "ragged.parquet", {"vector": [[1.0, 2.0], [3.0]]})
+    assert [r.vector.tolist() for r in open_source(ragged).records() if r.vector is not None] == [
+        [1.0, 2.0],
+        [3.0],
+    ]
+    holes = write_parquet(tmp_path / "holes.parquet", {"vector": [[1.0, 2.0], [3.0, 4.0], None]})
+    assert "row 3: no 'vector' and no 'text'" in config_error(holes)

@@ -163,11 +163,21 @@ def open_source(
 # rows shared by JSONL, CSV and Parquet
 
 
-def _record(fields: _Fields, row: dict[str, Any], where: str, number: int) -> Record:
-    """Turn one row into a record; ``where`` is "line 17" or "row 17" for messages."""
+def _record(
+    fields: _Fields,
+    row: dict[str, Any],
+    where: str,
+    number: int,
+    checked: np.ndarray | None = None,
+) -> Record:
+    """Turn one row into a record; ``where`` is "line 17" or "row 17" for messages.
+
+    ``checked`` is the row's vector when the caller has already checked it
+    (a whole Parquet batch at once); the row then holds no vector field.
+    """
     at = f"{fields.path}: {where}"
     raw_id = row.pop(fields.id, None)
-    raw_vector = row.pop(fields.vector, None)
+    raw_vector = row.pop(fields.vector, checked)
     raw_text = row.pop(fields.text, None)
     if raw_id is None:
         item_id = f"{fields.path.stem}:{number}"
@@ -177,7 +187,10 @@ def _record(fields: _Fields, row: dict[str, Any], where: str, number: int) -> Re
         item_id = str(raw_id)
         if not 1 <= len(item_id) <= MAX_ID_CHARS:
             raise ConfigError(f"{at}: {fields.id!r} must have 1 to {MAX_ID_CHARS} characters")
-    vector = None if raw_vector is None else _vector(raw_vector, f"{at}: {fields.vector!r}")
+    if raw_vector is None or raw_vector is checked:
+        vector = raw_vector
+    else:
+        vector = _vector(raw_vector, f"{at}: {fields.vector!r}")
     if raw_text is not None and not isinstance(raw_text, str):
         raise ConfigError(f"{at}: {fields.text!r} must be a string, not {_kind(raw_text)}")
     if vector is None and raw_text is None:
@@ -393,13 +406,19 @@ def _parquet_records(fields: _Fields, batch_size: int) -> Iterator[Record]:
             if batch is None:
                 return
             names = batch.schema.names
-            columns = [  # vectors as numpy arrays: much faster than lists of Python floats
+            matrix = None
+            if fields.vector in names:
+                matrix = _vector_matrix(batch.column(fields.vector), fields, number)
+            columns = [
                 column.to_numpy(zero_copy_only=False)
                 if name == fields.vector
                 else column.to_pylist()
                 for name, column in zip(names, batch.columns, strict=True)
+                if matrix is None or name != fields.vector
             ]
-            for values in zip(*columns, strict=True):
+            if matrix is not None:
+                names = [name for name in names if name != fields.vector]
+            for index, *values in zip(range(batch.num_rows), *columns, strict=True):
                 number += 1
                 where = f"row {number}"
                 row = {
@@ -409,7 +428,52 @@ def _parquet_records(fields: _Fields, batch_size: int) -> Iterator[Record]:
                     for name, value in zip(names, values, strict=True)
                     if value is not None
                 }
-                yield _record(fields, row, where, number)
+                checked = None if matrix is None else matrix[index]
+                yield _record(fields, row, where, number, checked)
+
+
+def _vector_matrix(column: Any, fields: _Fields, before: int) -> np.ndarray | None:
+    """A batch's vector column as one checked float32 matrix, or None to go row by row.
+
+    Only the plain case is taken here: list columns of numbers, no nulls, every
+    row of one length. Anything else returns None, and the row-by-row path then
+    names the row and the problem.
+    """
+    import pyarrow as pa
+
+    kind = column.type
+    if not (
+        pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+    ):
+        return None
+    rows = len(column)
+    if rows == 0 or column.null_count:
+        return None
+    values = column.flatten()
+    if values.null_count or not (
+        pa.types.is_floating(values.type) or pa.types.is_integer(values.type)
+    ):
+        return None
+    if len(values) % rows:
+        return None
+    dim = len(values) // rows
+    if dim == 0:
+        return None
+    if not pa.types.is_fixed_size_list(kind):
+        offsets = column.offsets.to_numpy()
+        if not (np.diff(offsets) == dim).all():
+            return None
+    with np.errstate(over="ignore"):
+        flat: np.ndarray = values.to_numpy(zero_copy_only=False).astype(np.float32)
+    matrix = flat.reshape(rows, dim)
+    finite = np.isfinite(matrix)
+    if not finite.all():
+        row, element = np.argwhere(~finite)[0]
+        raise ConfigError(
+            f"{fields.path}: row {before + int(row) + 1}: {fields.vector!r}: "
+            f"element [{int(element)}] is not a finite number"
+        )
+    return matrix
 
 
 def _plain(value: Any, name: str, path: Path, where: str) -> Any:

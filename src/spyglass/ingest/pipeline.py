@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from spyglass.engine import Engine
@@ -40,14 +41,15 @@ def ingest(
     A missing collection is created from the first batch: with the text encoder
     when records carry text only, with ``encoder="none"`` and the vectors'
     dimension when they carry vectors. Re-running is idempotent (ids are stable).
-    The clock starts after the collection exists and its encoder is loaded, so the
+    The next batch is read while this one is written, so parsing overlaps the
+    durable commit. The clock starts after the collection exists and its encoder is loaded, so the
     rate is the steady-state one; building the index afterwards is timed apart.
     """
     started = time.perf_counter()
     items = 0
     version = 0
     created = False
-    for batch in source.batches():
+    for batch in _read_ahead(source.batches()):
         if items == 0:
             created = _ensure_collection(engine, collection, batch, encoder, metric)
             started = time.perf_counter()
@@ -66,6 +68,19 @@ def ingest(
         version=version,
         created=created,
     )
+
+
+def _read_ahead(batches: Iterator[list[Record]]) -> Iterator[list[Record]]:
+    """``batches``, with the next one read in a thread while the caller uses this one.
+
+    One batch ahead at most, so memory stays bounded; a loader error surfaces
+    in order, after every batch before it has been handed over.
+    """
+    with ThreadPoolExecutor(1, thread_name_prefix="spyglass-read") as reader:
+        pending = reader.submit(next, batches, None)
+        while (batch := pending.result()) is not None:
+            pending = reader.submit(next, batches, None)
+            yield batch
 
 
 def _ensure_collection(
