@@ -209,7 +209,10 @@ class EmbeddedStore(Store):
 
     def _hits(self, view: View, results: list[tuple[np.ndarray, np.ndarray]]) -> list[list[Hit]]:
         labels = [labels for labels, _ in results if labels.size]
-        records = view.records_of(np.concatenate(labels)) if labels else {}
+        if len(labels) > 1:
+            records = view.records_of(np.concatenate(labels))
+        else:
+            records = view.records_of(labels[0]) if labels else {}
         hits = []
         for labels_, scores in results:
             found = []

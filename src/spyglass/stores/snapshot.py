@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import mmap
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ class Snapshot:
     size: int
     records: bytes | mmap.mmap
     offsets: np.ndarray
+    _params: dict[int, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def open(cls, directory: Path, seq: int) -> Snapshot:
@@ -110,10 +111,14 @@ class Snapshot:
         self, queries: np.ndarray, k: int, ef: int, selector: faiss.IDSelector | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """HNSW search; returns (distances, positions) with -1 where nothing was found."""
-        params: Any = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
-        params.efSearch = max(ef, k)
-        if selector is not None:
-            params.sel = selector
+        params = self._params.get(max(ef, k)) if selector is None else None
+        if params is None:
+            params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
+            params.efSearch = max(ef, k)
+            if selector is None:
+                params = self._params.setdefault(params.efSearch, params)  # read-only once made
+            else:
+                params.sel = selector
         distances, positions = self.index.search(queries, k, params=params)
         return distances, positions
 

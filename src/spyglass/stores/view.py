@@ -55,6 +55,8 @@ class View:
 
     def records_of(self, labels: np.ndarray) -> dict[int, Record]:
         """The id, text and payload of each live item among ``labels``."""
+        if not self.tail:
+            return self.snapshot.records_of(labels) if self.snapshot is not None else {}
         found: dict[int, Record] = {}
         rest = []
         for label in labels.tolist():
