@@ -14,4 +14,9 @@ fi
 extras="${1:-}"
 spec="."
 [ -n "$extras" ] && spec=".[$extras]"
+# The image extra needs torch; the CPU build of this exact version first, or pip
+# would satisfy "torch>=2.13" with a multi-GB CUDA build.
+if [[ ",$extras," == *,image,* ]]; then
+  .venv/bin/pip install -q --disable-pip-version-check "torch==2.13.0"
+fi
 .venv/bin/pip install -q --disable-pip-version-check -e "$spec"

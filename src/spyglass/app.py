@@ -13,7 +13,16 @@ from fastapi import FastAPI
 
 from spyglass import __version__, problems
 from spyglass.engine import Engine
-from spyglass.routes import collections, health, items, search
+from spyglass.routes import (
+    chromatica,
+    collections,
+    faces,
+    findthisfit,
+    health,
+    items,
+    search,
+    uploads,
+)
 from spyglass.settings import Settings
 from spyglass.stores import open_store
 
@@ -32,9 +41,12 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.engine = engine
         executor = ThreadPoolExecutor(settings.search_threads, thread_name_prefix="spyglass")
         app.state.executor = executor
+        app.state.face_sessions = faces.sessions_for(engine)
         app.state.ready = False
         try:
-            engine.warm_up()
+            app.state.encoder_failures = engine.warm_up()
+            for name, why in app.state.encoder_failures.items():
+                log.error("encoder %s cannot load: %s", name, why)
             app.state.ready = True
             yield
         finally:
@@ -44,11 +56,12 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(
         title="Spyglass",
         version=__version__,
-        summary="Similarity search over text and vectors.",
+        summary="Similarity search over text, images, colors, faces and vectors.",
         lifespan=lifespan,
     )
     problems.install(app)
-    for module in (health, collections, items, search):
+    routers = (health, collections, items, search, uploads, faces, findthisfit, chromatica)
+    for module in routers:
         app.include_router(module.router)
     return app
 

@@ -7,26 +7,33 @@ the field. The store below receives only valid, encoded input.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import threading
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from spyglass import filters
-from spyglass.encoders import ENCODERS, create_encoder
+from spyglass.encoders import ENCODERS, load_encoder
 from spyglass.encoders.base import Encoder
-from spyglass.errors import InvalidRequest, PayloadTooLarge
+from spyglass.errors import ConfigError, InvalidRequest, PayloadTooLarge, Unavailable
+from spyglass.images import decode_base64_image, decode_image, fetch_image
 from spyglass.schema import CollectionIn, SearchIn
 from spyglass.settings import Settings
+
+if TYPE_CHECKING:
+    from PIL import Image
+
 from spyglass.stores.base import (
     CollectionInfo,
     CollectionSpec,
     Hit,
     IndexParams,
     Item,
+    Metric,
     Query,
     Store,
 )
@@ -43,6 +50,10 @@ class ItemLike(Protocol):
     def text(self) -> str | None: ...
     @property
     def payload(self) -> dict[str, Any]: ...
+    @property
+    def image(self) -> bytes | str | None:
+        """Raw file bytes (ingest) or base64 text (the API); an API item may also carry
+        ``image_url``."""
 
 
 MAX_PAYLOAD_DEPTH = 32
@@ -53,18 +64,19 @@ ENCODER_NAMES = ("none", *ENCODERS)
 class Encoders:
     """The encoders of one process, each loaded once on first use."""
 
-    def __init__(self, threads: int) -> None:
-        self._threads = threads
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
         self._loaded: dict[str, Encoder] = {}
         self._lock = threading.Lock()
 
     def get(self, name: str) -> Encoder:
+        """The loaded encoder ``name``; ``ConfigError`` when this server cannot load it."""
         encoder = self._loaded.get(name)
         if encoder is None:
             with self._lock:
                 encoder = self._loaded.get(name)
                 if encoder is None:
-                    encoder = create_encoder(name, threads=self._threads)
+                    encoder = load_encoder(name, self._settings)
                     self._loaded[name] = encoder
         return encoder
 
@@ -78,13 +90,33 @@ class Engine:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
-        self.encoders = Encoders(settings.encoder_threads or 1)
+        self.encoders = Encoders(settings)
 
-    def warm_up(self) -> None:
-        """Load the encoders the existing collections use, so the first query is fast."""
+    def warm_up(self) -> dict[str, str]:
+        """Load the encoders the existing collections use, so the first query is fast.
+
+        Returns the encoders that failed to load, with why (a missing extra, an
+        unset model path): the server still starts, ``/readyz`` reports them and
+        their collections answer 503 until the setting is fixed.
+        """
+        failed: dict[str, str] = {}
         for info in self.store.list_collections():
-            if info.spec.encoder != "none":
-                self.encoders.get(info.spec.encoder)
+            if info.spec.encoder != "none" and info.spec.encoder not in failed:
+                try:
+                    self.encoders.get(info.spec.encoder)
+                except ConfigError as exc:
+                    failed[info.spec.encoder] = str(exc)
+        return failed
+
+    def encoder(self, name: str, collection: str | None = None) -> Encoder:
+        """The loaded encoder ``name``: for a new collection (a 422 naming ``encoder`` if it
+        cannot load here) or for an existing ``collection`` (a 503: the server's setup)."""
+        try:
+            return self.encoders.get(name)
+        except ConfigError as exc:
+            if collection is None:
+                raise InvalidRequest(str(exc), field="encoder") from exc
+            raise Unavailable(f"collection {collection!r} cannot encode: {exc}") from exc
 
     # collections
 
@@ -96,20 +128,22 @@ class Engine:
                 field="encoder",
             )
         dim = body.dim
+        metric: Metric = body.metric or "cosine"
         if body.encoder != "none":
-            encoder_dim = self.encoders.get(body.encoder).dim
-            if dim is not None and dim != encoder_dim:
+            encoder = self.encoder(body.encoder)
+            if dim is not None and dim != encoder.dim:
                 raise InvalidRequest(
-                    f"encoder {body.encoder!r} makes {encoder_dim}-d vectors, not {dim}",
+                    f"encoder {body.encoder!r} makes {encoder.dim}-d vectors, not {dim}",
                     field="dim",
                 )
-            dim = encoder_dim
+            dim = encoder.dim
+            metric = body.metric or _metric(encoder.metric)
         if dim is None:
             raise InvalidRequest("dim is required when encoder is 'none'", field="dim")
         spec = CollectionSpec(
             name=name,
             dim=dim,
-            metric=body.metric,
+            metric=metric,
             encoder=body.encoder,
             index=IndexParams(**body.index.model_dump()),
         )
@@ -122,34 +156,49 @@ class Engine:
     # items
 
     def upsert(self, name: str, items: Sequence[ItemLike]) -> int:
+        """Check, encode and store a batch; returns the collection's new version."""
         self._check_batch(len(items), "items")
         info = self.get_collection(name)
+        encoder = None if info.spec.encoder == "none" else self.encoder(info.spec.encoder, name)
         vectors: list[np.ndarray | None] = [None] * len(items)
         given: list[int] = []
-        to_encode: list[int] = []
+        texts: list[int] = []
+        images: list[int] = []
         for i, item in enumerate(items):
             check_payload(item.payload, f"items[{i}].payload")
+            image = item.image is not None or getattr(item, "image_url", None) is not None
             if item.vector is not None:
+                if image:
+                    raise InvalidRequest(
+                        "give a vector or an image, not both", field=f"items[{i}].image"
+                    )
                 given.append(i)
-            elif item.text is not None and info.spec.encoder != "none":
-                to_encode.append(i)
+            elif image:
+                self._takes(encoder, info, "image", f"items[{i}].image", f"items[{i}].vector")
+                images.append(i)
             elif item.text is not None:
-                raise InvalidRequest(
-                    f"collection {name!r} has no encoder; send a vector", field=f"items[{i}].vector"
-                )
+                self._takes(encoder, info, "text", f"items[{i}].text", f"items[{i}].vector")
+                texts.append(i)
             else:
-                raise InvalidRequest("an item needs a vector or a text", field=f"items[{i}]")
+                raise InvalidRequest(
+                    "an item needs a vector, a text or an image", field=f"items[{i}]"
+                )
         if given:
             matrix = self._vectors(
                 info, [items[i].vector for i in given], "items[{}].vector", given
             )
             for i, row in zip(given, matrix, strict=True):
                 vectors[i] = row
-        if to_encode:
-            encoded = self.encoders.get(info.spec.encoder).encode(
-                [items[i].text or "" for i in to_encode]
-            )
-            for i, row in zip(to_encode, encoded, strict=True):
+        if texts:
+            assert encoder is not None
+            encoded = encoder.encode([items[i].text or "" for i in texts])
+            for i, row in zip(texts, encoded, strict=True):
+                vectors[i] = row
+        if images:
+            assert encoder is not None
+            decoded = [self.image_of(items[i], f"items[{i}]") for i in images]
+            encoded = _encode_images(encoder, decoded, [f"items[{i}].image" for i in images])
+            for i, row in zip(images, encoded, strict=True):
                 vectors[i] = row
         stored = [
             Item(id=item.id, vector=vector, text=item.text, payload=item.payload)
@@ -170,40 +219,74 @@ class Engine:
     # search
 
     def search(self, name: str, requests: Sequence[SearchIn], field: str = "") -> list[list[Hit]]:
+        """Hits per request, best first; ``field`` prefixes error fields (batch searches)."""
         self._check_batch(len(requests), "queries")
         info = self.get_collection(name)
-        texts = [(i, r.text) for i, r in enumerate(requests) if r.vector is None and r.text]
-        encoded: dict[int, np.ndarray] = {}
-        if texts:
-            if info.spec.encoder == "none":
-                raise InvalidRequest(
-                    f"collection {name!r} has no encoder; search with a vector",
-                    field=_at(field, texts[0][0], "text"),
-                )
-            rows = self.encoders.get(info.spec.encoder).encode([t for _, t in texts])
-            encoded = {i: row for (i, _), row in zip(texts, rows, strict=True)}
-        queries = []
+        encoder = None if info.spec.encoder == "none" else self.encoder(info.spec.encoder, name)
+        texts: list[int] = []
+        vectors: dict[int, np.ndarray] = {}
         for i, request in enumerate(requests):
-            if (request.vector is None) == (request.text is None):
+            at = functools.partial(_at, field, i)
+            given = [key for key in QUERY_KINDS if getattr(request, key) is not None]
+            if len(given) != 1:
                 raise InvalidRequest(
-                    "give exactly one of vector or text", field=_at(field, i, "vector")
+                    f"give exactly one of {', '.join(QUERY_KINDS)}"
+                    + (f"; got {' and '.join(given)}" if given else ""),
+                    field=at(given[0] if given else "vector"),
                 )
             if request.k > self.settings.max_k:
                 raise InvalidRequest(
                     f"k is {request.k}; the most this server returns is {self.settings.max_k}",
-                    field=_at(field, i, "k"),
+                    field=at("k"),
                 )
-            if request.vector is not None:
-                vector = self._vector(info, request.vector, _at(field, i, "vector"))
-            elif i in encoded:
-                vector = encoded[i]
+            if request.weights is not None and request.colors is None:
+                raise InvalidRequest("weights go with colors", field=at("weights"))
+            kind = given[0]
+            if kind == "vector":
+                vectors[i] = self._vector(info, request.vector or [], at("vector"))
+            elif kind == "text":
+                self._takes(encoder, info, "text", at("text"))
+                if not request.text:
+                    raise InvalidRequest("text must not be empty", field=at("text"))
+                texts.append(i)
+            elif kind == "colors":
+                self._takes(encoder, info, "colors", at("colors"))
+                assert encoder is not None and request.colors is not None
+                vectors[i] = encoder.encode_palette(request.colors, request.weights, at("colors"))[
+                    0
+                ]
             else:
-                raise InvalidRequest("text must not be empty", field=_at(field, i, "text"))
+                self._takes(encoder, info, "image", at(kind))
+                assert encoder is not None
+                image = self.image_of(request, f"{field}[{i}]" if field else "")
+                vectors[i] = _encode_images(encoder, [image], [at(kind)])[0]
+        if texts:
+            assert encoder is not None
+            rows = encoder.encode([requests[i].text or "" for i in texts])
+            vectors.update(zip(texts, rows, strict=True))
+        reranked = [
+            encoder is not None and encoder.reranks and request.rerank for request in requests
+        ]
+        queries = []
+        for i, request in enumerate(requests):
             flt = filters.parse(request.filter, field=_at(field, i, "filter"))
+            k = max(request.k, self.settings.rerank_candidates) if reranked[i] else request.k
             queries.append(
-                Query(vector=vector, k=request.k, filter=flt, ef=request.ef, exact=request.exact)
+                Query(
+                    vector=vectors[i],
+                    k=min(k, self.settings.max_k) if not reranked[i] else k,
+                    filter=flt,
+                    ef=request.ef,
+                    exact=request.exact,
+                    vectors=reranked[i],
+                )
             )
-        return self.store.search(name, queries)
+        results = self.store.search(name, queries)
+        for i, request in enumerate(requests):
+            if reranked[i] and results[i]:
+                assert encoder is not None
+                results[i] = _rerank(encoder, vectors[i], results[i], request.k)
+        return results
 
     # checks
 
@@ -215,6 +298,58 @@ class Engine:
                 f"{size} {field} in one request; the most is {self.settings.max_batch}",
                 field=field,
             )
+
+    def _takes(
+        self,
+        encoder: Encoder | None,
+        info: CollectionInfo,
+        kind: str,
+        field: str,
+        missing: str | None = None,
+    ) -> None:
+        """Refuse an input the collection's encoder cannot turn into a vector.
+
+        ``missing`` is the field to name when the collection has no encoder at all
+        (an item's ``vector``), if not ``field`` itself.
+        """
+        if encoder is None:
+            raise InvalidRequest(
+                f"collection {info.spec.name!r} has no encoder; send a vector",
+                field=field if missing is None else missing,
+            )
+        if kind not in encoder.inputs:
+            takes = " or ".join(sorted(encoder.inputs))
+            raise InvalidRequest(
+                f"collection {info.spec.name!r} uses the {encoder.name!r} encoder, which takes"
+                f" {takes}, not {kind}",
+                field=field,
+            )
+
+    def image_of(self, item: Any, prefix: str = "") -> Image.Image:
+        """The decoded image of an item or query, from bytes, base64 or a URL."""
+        settings = self.settings
+        where = f"{prefix}." if prefix else ""
+        image = getattr(item, "image", None)
+        url = getattr(item, "image_url", None)
+        if image is not None and url is not None:
+            raise InvalidRequest("give image or image_url, not both", field=f"{where}image_url")
+        limits = {"max_bytes": settings.max_image_bytes, "max_pixels": settings.max_image_pixels}
+        if isinstance(image, bytes):
+            return decode_image(image, field=f"{where}image", **limits)
+        if isinstance(image, str):
+            return decode_base64_image(image, field=f"{where}image", **limits)
+        if not settings.image_urls:
+            raise InvalidRequest(
+                "this server does not fetch images by URL (setting image_urls); send the image",
+                field=f"{where}image_url",
+            )
+        data = fetch_image(
+            str(url),
+            field=f"{where}image_url",
+            max_bytes=settings.max_image_bytes,
+            timeout=settings.image_url_timeout,
+        )
+        return decode_image(data, field=f"{where}image_url", **limits)
 
     def _vectors(
         self,
@@ -280,3 +415,41 @@ def check_payload(value: object, field: str, depth: int = 0) -> None:
 
 def _at(prefix: str, index: int, name: str) -> str:
     return f"{prefix}[{index}].{name}" if prefix else name
+
+
+QUERY_KINDS = ("vector", "text", "image", "image_url", "colors")
+"""What a search may give to find neighbours of; exactly one per query."""
+
+
+def _encode_images(encoder: Encoder, images: list[Image.Image], fields: list[str]) -> np.ndarray:
+    """Encode a batch; when the encoder refuses one image, name that image's field."""
+    try:
+        return encoder.encode_images(images)
+    except InvalidRequest:
+        if len(images) == 1:
+            raise
+    for image, field in zip(images, fields, strict=True):
+        try:
+            encoder.encode_images([image])
+        except InvalidRequest as exc:
+            raise InvalidRequest(exc.detail, field=field) from exc
+    raise AssertionError("the batch was refused but no image alone was")
+
+
+def _rerank(encoder: Encoder, query: np.ndarray, hits: list[Hit], k: int) -> list[Hit]:
+    """The ``k`` best of ``hits`` by the encoder's finer distance; score is minus it."""
+    candidates = np.stack([hit.vector for hit in hits if hit.vector is not None])
+    distances = encoder.rerank(query, candidates)
+    if distances is None:
+        return hits[:k]
+    order = np.argsort(distances, kind="stable")[:k]
+    return [
+        Hit(id=hits[j].id, score=-float(distances[j]), payload=hits[j].payload, text=hits[j].text)
+        for j in order.tolist()
+    ]
+
+
+def _metric(name: str) -> Metric:
+    if name == "ip":
+        return "ip"
+    return "l2" if name == "l2" else "cosine"

@@ -21,8 +21,13 @@ class CollectionIn(Body):
     dim: int | None = Field(
         None, ge=1, le=16000, description="Vector length; may be omitted when the encoder fixes it."
     )
-    metric: Literal["cosine", "ip", "l2"] = "cosine"
-    encoder: str = Field("none", description='"none" (bring your own vectors) or "text".')
+    metric: Literal["cosine", "ip", "l2"] | None = Field(
+        None, description="Omitted: the encoder's own (l2 for color and face), else cosine."
+    )
+    encoder: str = Field(
+        "none",
+        description='"none" (bring your own vectors), "text", "image", "clip", "color" or "face".',
+    )
     index: IndexIn = Field(default_factory=IndexIn)
 
 
@@ -45,6 +50,12 @@ class ItemIn(Body):
     id: str = Field(min_length=1, max_length=512)
     vector: list[float] | None = None
     text: str | None = None
+    image: str | None = Field(
+        None, description="An image as base64 or a data: URL, for image encoders."
+    )
+    image_url: str | None = Field(
+        None, description="An image to fetch, when the server allows it (setting image_urls)."
+    )
     payload: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("id", mode="before")
@@ -83,6 +94,19 @@ class DeleteOut(BaseModel):
 class SearchIn(Body):
     vector: list[float] | None = None
     text: str | None = None
+    image: str | None = Field(None, description="A query image as base64 or a data: URL.")
+    image_url: str | None = Field(None, description="A query image to fetch (setting image_urls).")
+    colors: list[str] | None = Field(
+        None, description='A palette for color collections: hex colors such as "#ff0000" or "0f0".'
+    )
+    weights: list[float] | None = Field(
+        None, description="How much of each color (positive; normalised). Omitted: equal."
+    )
+    rerank: bool = Field(
+        True,
+        description="Rerank the candidates by the encoder's finer measure where it has one"
+        " (color: Sinkhorn earth mover's distance). False: the index order only.",
+    )
     k: int = Field(10, ge=1)
     filter: dict[str, Any] | None = None
     ef: int | None = Field(None, ge=1, le=10000, description="HNSW beam width for this query.")

@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -67,6 +67,74 @@ class Settings(BaseSettings):
         description="Collections or filter matches smaller than this are searched exactly.",
     )
 
+    max_image_bytes: int = Field(
+        20 * 1024 * 1024, ge=1024, description="Largest image file a request or ingest may carry."
+    )
+    max_image_pixels: int = Field(
+        40_000_000,
+        ge=1024,
+        description="Most pixels (width x height) an image may have; refused before decoding.",
+    )
+    image_urls: bool = Field(
+        False,
+        description="Accept images by URL (`image_url`). Private, loopback and link-local"
+        " addresses are refused even then.",
+    )
+    image_url_timeout: float = Field(
+        10.0, gt=0, le=300, description="Seconds to fetch one image by URL."
+    )
+    clip_model_path: Path | None = Field(
+        None,
+        description="Folder of a CLIP model exported to ONNX, for the `clip` encoder"
+        " (see docs/encoders-images.md).",
+    )
+    rerank_candidates: int = Field(
+        200,
+        ge=1,
+        le=10000,
+        description="Index candidates a reranked search (color, accurate mode) reorders.",
+    )
+    color_sinkhorn_reg: float = Field(
+        0.05, gt=0, description="Entropic regularisation of the Sinkhorn rerank of color search."
+    )
+    color_sinkhorn_iterations: int = Field(
+        100, ge=1, le=10000, description="Sinkhorn iterations of the color rerank."
+    )
+    face_threshold: float = Field(
+        0.6,
+        gt=0,
+        description="Face distance beyond which a face is `unknown` (collections may override).",
+    )
+    face_session_window: int = Field(
+        10, ge=1, le=1000, description="Frames of a face session that confirmation looks at."
+    )
+    face_session_needed: int = Field(
+        5, ge=1, le=1000, description="Frames of the window a person needs to be confirmed."
+    )
+    face_session_ttl: float = Field(
+        600.0, gt=0, description="Seconds after its last frame that a face session is forgotten."
+    )
+    face_sessions: int = Field(
+        10000, ge=1, description="Most face sessions a worker remembers (least recent dropped)."
+    )
+    chunk_tokens: int = Field(
+        256, ge=16, le=8192, description="Most tokens in one document chunk (encoder's tokens)."
+    )
+    chunk_overlap: int = Field(
+        32, ge=0, description="Tokens a document chunk repeats from the end of the one before."
+    )
+    image_batch: int = Field(
+        64, ge=1, le=4096, description="Images per batch when `spyglass ingest` reads a folder."
+    )
+    compat_image_collection: str = Field(
+        "products",
+        description="Collection behind the Find This Fit routes `/search_by_image` and"
+        " `/search_by_text`.",
+    )
+    compat_color_collection: str = Field(
+        "colors", description="Collection behind the Chromatica route `GET /search`."
+    )
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -74,6 +142,14 @@ class Settings(BaseSettings):
         if value not in {"debug", "info", "warning", "error"}:
             raise ValueError("must be one of debug, info, warning, error")
         return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.face_session_needed > self.face_session_window:
+            raise ValueError("face_session_needed must not exceed face_session_window")
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError("chunk_overlap must be smaller than chunk_tokens")
+        return self
 
     @classmethod
     def settings_customise_sources(

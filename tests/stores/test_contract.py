@@ -221,3 +221,27 @@ def test_search_on_an_empty_collection_returns_nothing(store: Store) -> None:
 
 def test_check_passes_on_a_healthy_store(store: Store) -> None:
     store.check()
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_hits_carry_their_indexed_vectors_on_request(store: Store, metric: str) -> None:
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(size=(300, 8)).astype(np.float32)
+    store.create_collection(spec(metric=metric))
+    store.upsert("c", items(vectors[:200]))
+    store.optimize("c")
+    store.upsert("c", items(vectors[200:], prefix="t"))  # after the index: the tail
+    store.delete_items("c", ["i3"])
+    query = vectors[5]
+    expected = {f"i{i}": v for i, v in enumerate(vectors[:200])}
+    expected |= {f"t{i}": v for i, v in enumerate(vectors[200:])}
+    [hits] = store.search("c", [Query(vector=query, k=40, vectors=True)])
+    assert {hit.id[0] for hit in hits} == {"i", "t"}
+    for hit in hits:
+        want = expected[hit.id]
+        if metric == "cosine":
+            want = want / np.linalg.norm(want)
+        assert hit.vector is not None
+        np.testing.assert_allclose(hit.vector, want, rtol=1e-5, atol=1e-6)
+    [plain] = store.search("c", [Query(vector=query, k=5)])
+    assert all(hit.vector is None for hit in plain)

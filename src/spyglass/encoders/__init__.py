@@ -1,4 +1,4 @@
-"""Encoders turn text (and, later, images, colors, faces) into vectors.
+"""Encoders turn text, images, color palettes and faces into vectors.
 
 ``ENCODERS`` maps the name a collection uses to the class that implements it;
 ``"none"`` means the client brings its own vectors.
@@ -6,13 +6,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spyglass.encoders.base import Encoder
+from spyglass.encoders.clip import ClipEncoder
+from spyglass.encoders.color import ColorEncoder
+from spyglass.encoders.face import FaceEncoder
+from spyglass.encoders.image import ImageEncoder
 from spyglass.encoders.text import TextEncoder
 from spyglass.errors import ConfigError
 
-ENCODERS: dict[str, type[Encoder]] = {"text": TextEncoder}
+if TYPE_CHECKING:
+    from spyglass.settings import Settings
+
+ENCODERS: dict[str, type[Encoder]] = {
+    encoder.name: encoder
+    for encoder in (TextEncoder, ImageEncoder, ClipEncoder, ColorEncoder, FaceEncoder)
+}
 
 
 def create_encoder(name: str, **options: Any) -> Encoder:
@@ -28,4 +38,23 @@ def create_encoder(name: str, **options: Any) -> Encoder:
     return cls(**options)
 
 
-__all__ = ["ENCODERS", "Encoder", "TextEncoder", "create_encoder"]
+def load_encoder(name: str, settings: Settings) -> Encoder:
+    """The encoder ``name`` configured by ``settings``; ``ConfigError`` if it cannot load."""
+    cls = ENCODERS.get(name)
+    if cls is None:
+        known = ", ".join(sorted(ENCODERS))
+        raise ConfigError(f"unknown encoder {name!r}; known encoders: {known}")
+    return cls.from_settings(settings)
+
+
+__all__ = [
+    "ENCODERS",
+    "ClipEncoder",
+    "ColorEncoder",
+    "Encoder",
+    "FaceEncoder",
+    "ImageEncoder",
+    "TextEncoder",
+    "create_encoder",
+    "load_encoder",
+]

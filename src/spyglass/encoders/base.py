@@ -12,6 +12,8 @@ from spyglass.errors import InvalidRequest
 if TYPE_CHECKING:
     from PIL import Image
 
+    from spyglass.settings import Settings
+
 
 class Encoder:
     """Turns inputs of one or more modalities into float32 vectors.
@@ -32,6 +34,13 @@ class Encoder:
     dim: int = 0
     inputs: frozenset[str] = frozenset({"text"})
     metric: str = "cosine"
+    reranks: bool = False
+    """Whether :meth:`rerank` gives a finer order than the index (then searches fetch more)."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Encoder:
+        """The encoder as this server's settings configure it (threads, model paths)."""
+        return cls(threads=settings.encoder_threads or 1)  # type: ignore[call-arg]
 
     def encode(self, batch: Sequence[str]) -> np.ndarray:
         """Vectors for texts."""
@@ -40,3 +49,14 @@ class Encoder:
     def encode_images(self, batch: Sequence[Image.Image]) -> np.ndarray:
         """Vectors for decoded RGB images."""
         raise InvalidRequest(f"the {self.name} encoder does not take images", field="image")
+
+    def encode_palette(
+        self, colors: Sequence[str], weights: Sequence[float] | None, field: str = "colors"
+    ) -> np.ndarray:
+        """The vector of a palette query: hex colors with optional weights, shape (1, dim)."""
+        raise InvalidRequest(f"the {self.name} encoder does not take colors", field=field)
+
+    def rerank(self, query: np.ndarray, candidates: np.ndarray) -> np.ndarray | None:
+        """Distances (lower is closer) of indexed ``candidates`` to ``query`` by a finer
+        measure than the index's, or None when this encoder has no such measure."""
+        return None

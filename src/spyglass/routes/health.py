@@ -29,6 +29,9 @@ async def readyz(request: Request) -> JSONResponse:
     checks: dict[str, str] = {}
     ok = bool(getattr(request.app.state, "ready", False))
     checks["models"] = ", ".join(engine(request).encoders.loaded()) or "none needed"
+    for name, why in getattr(request.app.state, "encoder_failures", {}).items():
+        checks[f"encoder {name}"] = why
+        ok = False
     try:
         await run(request, engine(request).store.check)
         checks["store"] = "ok"

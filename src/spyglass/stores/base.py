@@ -83,6 +83,8 @@ class Hit:
     score: float
     payload: dict[str, Any]
     text: str | None = None
+    vector: np.ndarray | None = None
+    """Only when the query asked for vectors: the vector as indexed (unit length for cosine)."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,8 @@ class Query:
     filter: Filter | None = None
     ef: int | None = None
     exact: bool = False
+    vectors: bool = False
+    """Return each hit's vector too (for a rerank by a finer measure than the index's)."""
 
 
 class Store:

@@ -184,7 +184,7 @@ class EmbeddedStore(Store):
             exact = query.exact or view.size <= self.exact_below
             vector = _prepare(view.metric, query.vector[None, :])
             results.extend(view.search(vector, query.k, ef=query.ef, allowed=allowed, exact=exact))
-        return self._hits(view, results)
+        return self._hits(view, results, [query.vectors for query in queries])
 
     def _allowed(self, view: View, flt: filters.Filter) -> np.ndarray:
         """Sorted labels of the items matching ``flt``, cached per collection version."""
@@ -207,19 +207,30 @@ class EmbeddedStore(Store):
                 self._filter_cache.popitem(last=False)
         return labels
 
-    def _hits(self, view: View, results: list[tuple[np.ndarray, np.ndarray]]) -> list[list[Hit]]:
+    def _hits(
+        self,
+        view: View,
+        results: list[tuple[np.ndarray, np.ndarray]],
+        with_vectors: list[bool],
+    ) -> list[list[Hit]]:
         labels = [labels for labels, _ in results if labels.size]
         if len(labels) > 1:
             records = view.records_of(np.concatenate(labels))
         else:
             records = view.records_of(labels[0]) if labels else {}
         hits = []
-        for labels_, scores in results:
+        for (labels_, scores), vectors in zip(results, with_vectors, strict=True):
             found = []
+            kept = []
             for label, score in zip(labels_.tolist(), scores.tolist(), strict=True):
                 record = records.get(label)
                 if record is not None:
                     found.append(Hit(id=record[0], score=score, payload=record[2], text=record[1]))
+                    kept.append(label)
+            if vectors and kept:
+                rows = view.vectors_of(np.asarray(kept, dtype=np.int64))
+                for hit, row in zip(found, rows, strict=True):
+                    hit.vector = row
             hits.append(found)
         return hits
 

@@ -71,6 +71,21 @@ class View:
             found.update(self.snapshot.records_of(np.asarray(rest, dtype=np.int64)))
         return found
 
+    def vectors_of(self, labels: np.ndarray) -> np.ndarray:
+        """The indexed vectors of ``labels``, all live in this view, in their order."""
+        rows = np.empty((len(labels), self.dim), dtype=np.float32)
+        missing = np.ones(len(labels), dtype=bool)
+        for chunk in self.tail:
+            where = np.searchsorted(chunk.labels, labels)
+            where = np.minimum(where, len(chunk.labels) - 1)
+            held = missing & (chunk.labels[where] == labels)
+            rows[held] = chunk.vectors[where[held]]
+            missing &= ~held
+        if missing.any():
+            assert self.snapshot is not None
+            rows[missing] = self.snapshot.vectors(self.snapshot.positions(labels[missing]))
+        return rows
+
     def advance(self, version: int, new: TailChunk, gone: np.ndarray) -> View:
         """The view after items ``new_labels`` were written and labels ``gone`` removed."""
         tail = list(self.tail)

@@ -1,0 +1,118 @@
+"""Chromatica's ``GET /search``, so its clients and load tests run against Spyglass.
+
+It searches the color collection named by the ``compat_color_collection``
+setting. ``fast_mode=true`` answers from the index alone; otherwise the first
+``rerank_candidates`` hits are reranked by Sinkhorn earth mover's distance. The
+answer keeps Chromatica's shape, with what it left as placeholders filled in:
+real ``dominant_colors`` per image, a ``rank``, and the real time of each stage.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from spyglass.engine import Engine
+from spyglass.errors import InvalidRequest
+from spyglass.routes.deps import engine, run
+from spyglass.stores import base
+
+router = APIRouter(tags=["compatibility: Chromatica"])
+
+
+@router.get("/search")
+async def search(
+    request: Request,
+    colors: Annotated[
+        str, Query(description="Comma-separated hex colors, with or without '#', 3 or 6 digits.")
+    ],
+    weights: Annotated[
+        str | None, Query(description="Comma-separated positive weights, one per color.")
+    ] = None,
+    k: Annotated[int, Query(ge=1)] = 50,
+    fast_mode: Annotated[bool, Query(description="Skip the rerank: index order only.")] = False,
+) -> dict[str, Any]:
+    """Images whose palettes are closest to a weighted color query."""
+    return await run(request, palette_search, engine(request), colors, weights, k, fast_mode)
+
+
+def palette_search(
+    engine: Engine, colors: str, weights: str | None, k: int, fast_mode: bool
+) -> dict[str, Any]:
+    """The Chromatica answer; blocking (runs in the worker's thread pool)."""
+    started = time.perf_counter()
+    settings = engine.settings
+    if k > settings.max_k:
+        raise InvalidRequest(
+            f"k is {k}; the most this server returns is {settings.max_k}", field="k"
+        )
+    hexes = [part.strip() for part in colors.split(",")]
+    mass = None if weights is None else _numbers(weights)
+    name = settings.compat_color_collection
+    info = engine.get_collection(name)
+    if info.spec.encoder != "color":
+        raise InvalidRequest(
+            f"collection {name!r} (setting compat_color_collection) does not use the color encoder",
+            field="colors",
+        )
+    encoder = engine.encoder("color", name)
+    vector = encoder.encode_palette(hexes, mass, "colors")[0]
+    candidates = k if fast_mode else max(k, settings.rerank_candidates)
+    query = base.Query(vector=vector, k=candidates, vectors=True)
+    [hits] = engine.store.search(name, [query])
+    found = time.perf_counter()
+    distances = [-hit.score for hit in hits]
+    if not fast_mode and hits:
+        reranked = encoder.rerank(vector, _stack(hits))
+        assert reranked is not None
+        order = sorted(range(len(hits)), key=lambda j: float(reranked[j]))
+        hits = [hits[j] for j in order]
+        distances = [float(reranked[j]) for j in order]
+    done = time.perf_counter()
+    results = [
+        {
+            "image_id": hit.id,
+            "file_path": hit.payload.get("file_path", hit.payload.get("file_name", hit.id)),
+            "distance": distance,
+            "rank": rank,
+            "dominant_colors": [
+                color.hex
+                for color in encoder.dominant_colors(hit.vector)  # type: ignore[attr-defined]
+            ],
+        }
+        for rank, (hit, distance) in enumerate(zip(hits[:k], distances[:k], strict=False), 1)
+    ]
+    return {
+        "query_id": str(uuid.uuid4()),
+        "query": {"colors": hexes, "weights": mass},
+        "results_count": len(results),
+        "results": results,
+        "metadata": {
+            "ann_time_ms": round((found - started) * 1000, 3),
+            "rerank_time_ms": round((done - found) * 1000, 3),
+            "total_time_ms": round((time.perf_counter() - started) * 1000, 3),
+            "index_size": info.count,
+            "fast_mode": fast_mode,
+        },
+    }
+
+
+def _numbers(text: str) -> list[float]:
+    values = []
+    for i, part in enumerate(text.split(",")):
+        try:
+            values.append(float(part))
+        except ValueError:
+            raise InvalidRequest(
+                f"{part.strip()!r} is not a number", field=f"weights[{i}]"
+            ) from None
+    return values
+
+
+def _stack(hits: list[base.Hit]) -> Any:
+    import numpy as np
+
+    return np.stack([hit.vector for hit in hits if hit.vector is not None])
