@@ -425,9 +425,9 @@ def _encode_images(encoder: Encoder, images: list[Image.Image], fields: list[str
     """Encode a batch; when the encoder refuses one image, name that image's field."""
     try:
         return encoder.encode_images(images)
-    except InvalidRequest:
+    except InvalidRequest as exc:
         if len(images) == 1:
-            raise
+            raise InvalidRequest(exc.detail, field=fields[0]) from exc
     for image, field in zip(images, fields, strict=True):
         try:
             encoder.encode_images([image])
