@@ -208,6 +208,8 @@ async def test_find_this_fit_routes(tmp_path: Path) -> None:
                 "/search_by_image", json={"image_base64": b64(flipped.getvalue()), "k": 1}
             )
             assert np.isclose(again.json()["items"][0]["similarity"], similarities[0])
-            problem(await c.post("/search_by_image", json={"image_base64": "%%"}), 422, "image_base64")
+            problem(
+                await c.post("/search_by_image", json={"image_base64": "%%"}), 422, "image_base64"
+            )
             problem(await c.post("/search_by_text", json={"query": "a cat"}), 422, "query")
             problem(await c.post("/search_by_text", json={}), 422, "query")
