@@ -225,6 +225,7 @@ class Engine:
         encoder = None if info.spec.encoder == "none" else self.encoder(info.spec.encoder, name)
         texts: list[int] = []
         vectors: dict[int, np.ndarray] = {}
+        kinds: list[str] = []
         for i, request in enumerate(requests):
             at = functools.partial(_at, field, i)
             given = [key for key in QUERY_KINDS if getattr(request, key) is not None]
@@ -242,6 +243,7 @@ class Engine:
             if request.weights is not None and request.colors is None:
                 raise InvalidRequest("weights go with colors", field=at("weights"))
             kind = given[0]
+            kinds.append(kind)
             if kind == "vector":
                 vectors[i] = self._vector(info, request.vector or [], at("vector"))
             elif kind == "text":
@@ -265,7 +267,8 @@ class Engine:
             rows = encoder.encode([requests[i].text or "" for i in texts])
             vectors.update(zip(texts, rows, strict=True))
         reranked = [
-            encoder is not None and encoder.reranks and request.rerank for request in requests
+            encoder is not None and request.rerank and kinds[i] in encoder.reranks
+            for i, request in enumerate(requests)
         ]
         queries = []
         for i, request in enumerate(requests):

@@ -95,10 +95,13 @@ class Settings(BaseSettings):
         description="Index candidates a reranked search (color, accurate mode) reorders.",
     )
     color_sinkhorn_reg: float = Field(
-        0.05, gt=0, description="Entropic regularisation of the Sinkhorn rerank of color search."
+        0.02,
+        ge=0.002,
+        description="Entropic regularisation of the Sinkhorn rerank of color search"
+        " (smaller is closer to the exact distance, and needs more iterations).",
     )
     color_sinkhorn_iterations: int = Field(
-        100, ge=1, le=10000, description="Sinkhorn iterations of the color rerank."
+        20, ge=1, le=10000, description="Sinkhorn iterations of the color rerank."
     )
     face_threshold: float = Field(
         0.6,

@@ -107,13 +107,13 @@ def test_ingest_a_folder_of_text_and_search_it(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "2 items into notes" in result.stdout
     again = spyglass("ingest", "notes", docs, "--data-dir", data)
-    assert "2 items" in again.stdout
+    assert "0 items" in again.stdout and "2 unchanged and skipped" in again.stdout
     found = spyglass("search", "notes", "where does honey come from", "--json", "--data-dir", data)
     hits = json.loads(found.stdout)
-    assert len(hits) == 2 and hits[0]["id"] == "bees.md#1"
+    assert len(hits) == 2 and hits[0]["id"] == "bees.md#0"
     assert hits[0]["payload"]["source"] == "bees.md"
     table = spyglass("search", "notes", "cargo vessels", "--data-dir", data)
-    assert table.returncode == 0 and "ships.txt#1" in table.stdout
+    assert table.returncode == 0 and "ships.txt#0" in table.stdout
 
 
 def test_user_mistakes_are_one_line_and_a_non_zero_exit(tmp_path: Path) -> None:
@@ -144,3 +144,19 @@ def test_settings_come_from_the_config_file_and_environment(tmp_path: Path) -> N
     assert (tmp_path / "from-file" / "spyglass.db").exists()
     too_many = spyglass("search", "c", "[1, 0]", "-k", "8", "--config", config)
     assert_user_error(too_many, "7")
+
+
+def test_ingest_a_folder_of_images_and_search_by_color(tmp_path: Path) -> None:
+    from tests.conftest import SHARED_DATA
+
+    photos = SHARED_DATA / "photos" / "color"
+    data = tmp_path / "data"
+    result = spyglass("ingest", "pics", photos, "--encoder", "color", "--data-dir", data)
+    assert result.returncode == 0, result.stderr
+    count = len(list(photos.iterdir()))
+    assert f"{count} items into pics" in result.stdout
+    listed = spyglass("collections", "--data-dir", data)
+    [row] = [line.split() for line in listed.stdout.splitlines() if "pics" in line]
+    assert {"color", "1152", "l2", str(count)} <= set(row)
+    found = spyglass("search", "pics", "x", "--json", "--data-dir", data)
+    assert found.returncode == 1 and "takes colors or image, not text" in found.stderr

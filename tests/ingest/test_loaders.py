@@ -1,10 +1,9 @@
-"""Loaders read every format into records in bounded batches; bad input names its line."""
+"""Row loaders (JSONL, CSV, Parquet) read records in bounded batches; bad input names its line."""
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-import random
 import re
 from dataclasses import replace
 from decimal import Decimal
@@ -19,7 +18,6 @@ import pytest
 
 from spyglass.demo import DOCS_DIR
 from spyglass.errors import ConfigError
-from spyglass.ingest.chunker import Chunk, chunk_text
 from spyglass.ingest.loaders import SUPPORTED, Record, Source, open_source
 
 
@@ -365,78 +363,6 @@ def test_broken_parquet_fails_on_open(tmp_path: Path) -> None:
         open_source(path)
 
 
-# text folders
-
-
-def test_folder_chunks_every_text_file_sorted_with_stable_ids(tmp_path: Path) -> None:
-    root = tmp_path / "docs"
-    (root / "b" / "deep").mkdir(parents=True)
-    (root / ".git").mkdir()
-    (root / "a.md").write_text("# Alpha Title\n\nFirst paragraph.\n\n## Part two\n\nMore.\n")
-    (root / "b" / "deep" / "c.txt").write_text("Plain text without a heading.")
-    (root / "b" / "Z.MD").write_text("intro\n# Late heading #\n")
-    (root / "b" / "blank.md").write_text("  \n\n")
-    (root / "skip.csv").write_text("id,text\n1,x\n")
-    (root / ".hidden.md").write_text("# Hidden\n")
-    (root / ".git" / "HEAD.md").write_text("# Git\n")
-    source = open_source(root, batch_size=2)
-    assert source.total == 5
-    assert [len(b) for b in source.batches()] == [2, 2, 1]
-    records = read_all(source)
-    assert [(r.id, r.text, r.payload) for r in records] == [
-        (
-            "a.md#1",
-            "# Alpha Title\n\nFirst paragraph.",
-            {"source": "a.md", "chunk": 1, "title": "Alpha Title"},
-        ),
-        ("a.md#2", "## Part two\n\nMore.", {"source": "a.md", "chunk": 2, "title": "Alpha Title"}),
-        ("b/Z.MD#1", "intro", {"source": "b/Z.MD", "chunk": 1, "title": "Late heading"}),
-        ("b/Z.MD#2", "# Late heading #", {"source": "b/Z.MD", "chunk": 2, "title": "Late heading"}),
-        (
-            "b/deep/c.txt#1",
-            "Plain text without a heading.",
-            {"source": "b/deep/c.txt", "chunk": 1, "title": "c"},
-        ),
-    ]
-    assert all(r.vector is None for r in records)
-    assert [r.id for r in read_all(open_source(root))] == [r.id for r in records]
-
-
-def test_folder_uses_chunk_chars(tmp_path: Path) -> None:
-    (tmp_path / "long.txt").write_text("\n\n".join(f"Paragraph number {i}." for i in range(50)))
-    source = open_source(tmp_path, chunk_chars=100)
-    records = read_all(source)
-    assert source.total == len(records) > 10
-    assert all(len(r.text or "") <= 100 for r in records)
-    assert [r.payload["chunk"] for r in records] == list(range(1, len(records) + 1))
-
-
-def test_a_single_markdown_file_is_a_source(tmp_path: Path) -> None:
-    path = tmp_path / "one.md"
-    path.write_text("# One\n\nBody.\n")
-    assert read_all(open_source(path)) == [
-        Record("one.md#1", None, "# One\n\nBody.", {"source": "one.md", "chunk": 1, "title": "One"})
-    ]
-
-
-def test_folder_errors(tmp_path: Path) -> None:
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    (empty / "data.json").write_text("{}")
-    with pytest.raises(ConfigError, match=r"empty: folder holds no \.txt or \.md files"):
-        open_source(empty)
-    blank = tmp_path / "blank"
-    blank.mkdir()
-    (blank / "a.md").write_text("\n   \n")
-    with pytest.raises(ConfigError, match=r"blank: no text to ingest"):
-        open_source(blank)
-    latin = tmp_path / "latin"
-    latin.mkdir()
-    (latin / "x.txt").write_bytes(b"caf\xe9")
-    with pytest.raises(ConfigError, match=r"x\.txt: not UTF-8 text \(byte 3\)"):
-        open_source(latin)
-
-
 # opening
 
 
@@ -462,135 +388,6 @@ def test_batch_size_must_be_positive(tmp_path: Path) -> None:
         open_source(path, batch_size=0)
 
 
-# chunker
-
-
-def check_chunks(text: str, chunks: list[Chunk], max_chars: int, overlap: int) -> None:
-    """Offsets are exact, edges trimmed, sizes bounded, order kept, no text lost."""
-    covered: set[int] = set()
-    for number, chunk in enumerate(chunks):
-        assert text[chunk.start : chunk.end] == chunk.text
-        assert chunk.text and chunk.text == chunk.text.strip()
-        assert not chunk.text[0].isspace() and not chunk.text[-1].isspace()
-        assert len(chunk.text) <= max_chars
-        if number:
-            previous = chunks[number - 1]
-            assert chunk.start > previous.start and chunk.end > previous.end
-            if overlap == 0:
-                assert chunk.start >= previous.end
-        covered.update(range(chunk.start, chunk.end))
-    assert all(char.isspace() or i in covered for i, char in enumerate(text))
-
-
-def test_chunker_offsets_over_the_demo_docs() -> None:
-    for path in sorted(DOCS_DIR.glob("*.md")):
-        text = path.read_text(encoding="utf-8")
-        for max_chars, overlap in [(1000, 0), (300, 0), (120, 40), (50, 0), (7, 3)]:
-            chunks = chunk_text(text, max_chars=max_chars, overlap=overlap)
-            check_chunks(text, chunks, max_chars, overlap)
-        assert chunk_text(text)[0].text.startswith("# ")
-
-
-TRICKY = [
-    "",
-    "   \n\n\t ",
-    "x",
-    "  padded  ",
-    "word " * 500,
-    "a" * 2500,
-    "no.spaces.after.dots." * 80,
-    "One. Two! Three? " * 100,
-    '"Quoted." (Bracketed.) ' * 60,
-    "line one\nline two\nline three\n" * 60,
-    "para\r\n\r\npara\r\n\r\n" * 40,
-    "# Heading only",
-    "# H1\n## H2\n### H3\n\n#nohash\n    # indented code\n",
-    "```\n# comment in code\n\n# another\n```\n# Real heading\ntext",
-    "emoji 🙂 " * 300 + "é" * 1200,
-    "\u2028\u2029\x0c\x0b\x85 mixed unicode whitespace \u3000end",
-    "#\n#\n#\n",
-]
-
-
-@pytest.mark.parametrize("text", TRICKY)
-@pytest.mark.parametrize(("max_chars", "overlap"), [(1000, 0), (100, 0), (100, 30), (1, 0), (5, 4)])
-def test_chunker_offsets_over_tricky_strings(text: str, max_chars: int, overlap: int) -> None:
-    check_chunks(text, chunk_text(text, max_chars=max_chars, overlap=overlap), max_chars, overlap)
-
-
-def test_chunker_offsets_over_random_strings() -> None:
-    rng = random.Random(20240501)
-    pieces = [
-        "a",
-        "word ",
-        "  ",
-        "\n",
-        "\n\n",
-        "\r\n",
-        ". ",
-        "! ",
-        "# ",
-        "\n# H\n",
-        "```\n",
-        "\t",
-        "é",
-        "🙂",
-        "x" * 40,
-        "? ",
-        "\u2028",
-        "\n  \n",
-    ]
-    for _ in range(3000):
-        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 60)))
-        max_chars = rng.randint(1, 120)
-        overlap = rng.randint(0, max_chars - 1) if rng.random() < 0.5 else 0
-        check_chunks(
-            text, chunk_text(text, max_chars=max_chars, overlap=overlap), max_chars, overlap
-        )
-
-
-def test_chunker_packs_paragraphs_and_starts_sections_at_headings() -> None:
-    text = "# Title\n\nShort one.\n\nShort two.\n\n## Next\n\nBody of next.\n"
-    assert [c.text for c in chunk_text(text)] == [
-        "# Title\n\nShort one.\n\nShort two.",
-        "## Next\n\nBody of next.",
-    ]
-    assert [c.text for c in chunk_text("## Lead\nText right under it.")] == [
-        "## Lead\nText right under it."
-    ]
-
-
-def test_chunker_splits_long_paragraphs_at_sentences_then_words_then_hard() -> None:
-    text = "First sentence is here. Second one follows! Third ends it?"
-    assert [c.text for c in chunk_text(text, max_chars=30)] == [
-        "First sentence is here.",
-        "Second one follows!",
-        "Third ends it?",
-    ]
-    assert [c.text for c in chunk_text("alpha beta gamma delta", max_chars=11)] == [
-        "alpha beta",
-        "gamma delta",
-    ]
-    assert [c.text for c in chunk_text("abcdefghij", max_chars=4)] == ["abcd", "efgh", "ij"]
-
-
-def test_chunker_overlap_repeats_the_previous_tail_from_a_word_start() -> None:
-    text = "aaa bbb ccc. ddd eee fff. ggg hhh iii."
-    chunks = chunk_text(text, max_chars=20, overlap=8)
-    check_chunks(text, chunks, 20, 8)
-    assert chunks[1].text.startswith("ccc.")
-    assert all(c.text.split()[0] in text.split() for c in chunks)
-
-
-def test_chunker_rejects_bad_sizes() -> None:
-    with pytest.raises(ValueError):
-        chunk_text("x", max_chars=0)
-    with pytest.raises(ValueError):
-        chunk_text("x", max_chars=10, overlap=10)
-    with pytest.raises(ValueError):
-        chunk_text("x", overlap=-1)
-
-
 # demo corpus
 
 
@@ -607,14 +404,6 @@ def test_demo_folder_has_enough_articles_each_with_a_heading() -> None:
         assert 2 <= len(paragraphs) <= 4, path.name
         assert 150 <= len(text.split()) <= 400, path.name
     assert len(titles) == len(docs)
-
-
-def test_demo_folder_loads_as_a_source() -> None:
-    source = open_source(DOCS_DIR)
-    records = read_all(source)
-    assert source.total == len(records) >= len(list(DOCS_DIR.glob("*.md")))
-    assert len({r.id for r in records}) == len(records)
-    assert all(r.text and r.payload["title"] for r in records)
 
 
 def test_parquet_batch_check_names_the_row_in_a_later_batch(tmp_path: Path) -> None:

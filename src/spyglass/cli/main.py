@@ -109,32 +109,52 @@ def run_server(settings: Settings) -> None:
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option(
     "--encoder",
-    type=click.Choice(["text", "none"]),
+    type=click.Choice(["text", "image", "clip", "color", "face", "none"]),
     default=None,
-    help="Encoder for a new collection (default: text for text rows, none for vectors).",
+    help="Encoder for a new collection (default: text for text and documents, image for"
+    " images, none for vectors).",
 )
 @click.option(
     "--metric",
     type=click.Choice(["cosine", "ip", "l2"]),
-    default="cosine",
-    show_default=True,
-    help="Metric for a new collection.",
+    default=None,
+    help="Metric for a new collection (default: the encoder's; cosine for vectors).",
 )
 @click.option(
     "--batch-size",
     type=click.IntRange(1),
     default=2000,
     show_default=True,
-    help="Items per transaction; bigger batches load faster (one disk sync each).",
+    help="Rows per transaction; bigger batches load faster (one disk sync each).",
 )
-@setting_options("data_dir", "config", "encoder_threads")
+@click.option(
+    "--kind",
+    type=click.Choice(["auto", "documents", "images"]),
+    default="auto",
+    show_default=True,
+    help="How to read a folder holding both documents and images.",
+)
+@setting_options(
+    "data_dir", "config", "encoder_threads", "chunk_tokens", "chunk_overlap", "image_batch"
+)
 def ingest_command(
-    collection: str, path: Path, encoder: str | None, metric: str, batch_size: int, **overrides: Any
+    collection: str,
+    path: Path,
+    encoder: str | None,
+    metric: str | None,
+    batch_size: int,
+    kind: str,
+    **overrides: Any,
 ) -> None:
-    """Load PATH into COLLECTION: JSONL, CSV or Parquet rows, or a folder of .txt/.md files.
+    """Load PATH into COLLECTION: JSONL, CSV or Parquet rows, a folder of documents
+    (.txt .md .html .pdf .docx) or a folder of images (.jpg .png .webp .gif).
 
-    Rows carry an id, a vector or a text, and payload fields. A missing
-    collection is created. Re-running with the same files replaces the items.
+    Rows carry an id, a vector or a text, and payload fields; re-running with the
+    same files replaces the items. Documents are cut into chunks of at most
+    --chunk-tokens tokens; an unchanged file is skipped on the next run and a
+    changed one has its chunks replaced. Images are embedded in batches of
+    --image-batch, with their file name and size in the payload. A missing
+    collection is created.
     """
     from spyglass.ingest.loaders import open_source
     from spyglass.ingest.pipeline import ingest
@@ -145,9 +165,16 @@ def ingest_command(
     # One transaction (one fsync) per batch: bulk loads want big ones, and the
     # server's per-request max_batch does not apply to a local load.
     settings = settings.model_copy(update={"max_batch": max(batch_size, settings.max_batch)})
-    source = open_source(path, batch_size=batch_size)
+    source = open_source(
+        path,
+        batch_size=batch_size,
+        chunk_tokens=settings.chunk_tokens,
+        chunk_overlap=settings.chunk_overlap,
+        image_batch=settings.image_batch,
+        kind=kind,
+    )
     progress = Progress(
-        TextColumn(f"ingest {collection}"),
+        TextColumn(f"ingest {collection} ({source.unit})"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -164,11 +191,7 @@ def ingest_command(
             metric=metric,
             on_batch=lambda n: progress.advance(task, n),
         )
-    console.print(
-        f"{report.items} items into {report.collection} in {report.seconds:.2f} s "
-        f"({report.rate:,.0f} items/s); index built in {report.index_seconds:.2f} s; "
-        f"version {report.version}"
-    )
+    console.print(report.summary(), soft_wrap=True)
 
 
 @cli.command(name="search")

@@ -7,7 +7,7 @@ cheese, tea and compost; navigation links lighthouses, maps, the compass and
 clocks; paper links printing, origami and recycling), so a query ranks several
 related articles rather than one obvious match, which makes a better demo of
 semantic search. The files ship as package data and are ingested like any
-folder: one text record per chunk, id ``<file>.md#<chunk>``.
+folder: one text record per chunk, id ``<file>.md#<chunk index from 0>``.
 """
 
 from __future__ import annotations

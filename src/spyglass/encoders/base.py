@@ -34,8 +34,9 @@ class Encoder:
     dim: int = 0
     inputs: frozenset[str] = frozenset({"text"})
     metric: str = "cosine"
-    reranks: bool = False
-    """Whether :meth:`rerank` gives a finer order than the index (then searches fetch more)."""
+    reranks: frozenset[str] = frozenset()
+    """The query kinds (``"colors"``...) whose hits :meth:`rerank` reorders by a finer
+    measure than the index's; searches of those kinds fetch more candidates."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Encoder:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,7 @@ class TextEncoder(Encoder):
             raise ConfigError(f"encoder threads must be at least 1, not {threads}")
         onnx_file, tokenizer_file, max_length = _locate(model_path)
         self._tokenizer, self._pad_id = _load_tokenizer(tokenizer_file, max_length)
+        self._max_length = max_length
         self._session = _load_session(onnx_file, threads)
         self._inputs = [i.name for i in self._session.get_inputs()]
         unknown = set(self._inputs) - _INPUT_NAMES
@@ -100,6 +102,35 @@ class TextEncoder(Encoder):
         for rows in _chunks([len(e.ids) for e in encodings]):
             out[rows] = self._run([encodings[i] for i in rows])
         return out
+
+    @property
+    def max_tokens(self) -> int:
+        """Tokens per input the model sees, special tokens included; the rest is cut off."""
+        return self._max_length
+
+    @property
+    def special_tokens(self) -> int:
+        """Tokens the tokenizer adds to every input (``[CLS]`` and ``[SEP]``: 2)."""
+        processor = self._tokenizer.post_processor
+        return 0 if processor is None else int(processor.num_special_tokens_to_add(False))
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        """Where the tokens of ``text`` are: ``(start, end)`` character offsets, in order.
+
+        The tokens ``encode`` would feed the model for ``text``, without the special
+        tokens and without truncation, so ``len(token_spans(t)) + special_tokens``
+        is how many tokens ``t`` needs and an input fits whole when that is at most
+        :attr:`max_tokens`. Document ingestion sizes its chunks with this.
+        """
+        encoding = self._untruncated.encode(text, add_special_tokens=False)
+        return [(int(start), int(end)) for start, end in encoding.offsets]
+
+    @cached_property
+    def _untruncated(self) -> Tokenizer:
+        """A copy of the tokenizer that never truncates, for counting tokens."""
+        tokenizer = Tokenizer.from_str(self._tokenizer.to_str())
+        tokenizer.no_truncation()
+        return tokenizer
 
     def _run(self, encodings: Sequence[Encoding]) -> np.ndarray:
         """One model call on inputs padded to the longest; pooled and normalised rows."""

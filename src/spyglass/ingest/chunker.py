@@ -1,186 +1,228 @@
-"""Split prose into search-sized passages with exact character offsets.
+"""Split prose into chunks that fit the encoder, counted in its own tokens.
 
-A text encoder sees a few hundred tokens at most, and a hit is only useful if it
-points at the passage that matched, so long documents are cut into chunks of at
-most ``max_chars`` characters before they are embedded. The cuts follow the
-structure of the text, from the most to the least natural boundary:
+A text encoder keeps a fixed number of tokens per input and drops the rest, and
+a hit is only useful if it points at the passage that matched. So documents are
+cut into chunks of at most ``max_tokens`` tokens *as the collection's encoder
+counts them*, special tokens included (``[CLS]`` and ``[SEP]`` for MiniLM, whose
+window is 256): a chunk is never truncated when it is embedded.
 
-1. blank lines between paragraphs (paragraphs are packed together greedily);
-2. markdown headings, which always start a new chunk when the current one
-   already holds text, so a section is not glued to the end of the previous one;
-3. sentence ends inside a paragraph too long to fit;
-4. line breaks, then spaces inside a sentence too long to fit;
-5. a hard cut every ``max_chars`` characters, for text with no spaces at all.
+The cuts follow the structure of the text. A span too long for one chunk is cut
+at blank lines (paragraphs); a piece still too long at line breaks; then after
+sentence ends (``.``, ``!``, ``?``, ``…``, maybe a closing quote or bracket,
+then whitespace); then between words. At each level the pieces are packed
+greedily, in order, while they fit, so a chunk is a run of whole paragraphs, or
+of whole lines of one paragraph, or of whole sentences of one line, or of words
+of one sentence. Cuts never fall inside a word, with one exception: a single
+word (a run of non-whitespace) longer than a whole chunk is cut at token
+boundaries into pieces that are chunks of their own.
 
-Every chunk is a slice of the original string: ``text[c.start:c.end] == c.text``.
-Whitespace at the edges of a chunk is dropped by moving the offsets, never by
-editing the text, so offsets can be used to highlight the passage in the source.
+``breaks`` are offsets where a new chunk must start (Markdown headings): no
+chunk and no overlap crosses them.
+
+Overlap: every chunk but the first of a section (and but a piece of an over-long
+word, or the chunk after one) starts with the end of the previous chunk: the
+longest run of whole words ending the previous chunk that holds at most
+``overlap`` tokens, leaving the previous chunk's first word out. Room for it is
+kept in every chunk, so a chunk's own new text holds at most
+``max_tokens - special tokens - overlap`` tokens.
+
+Every chunk is a slice of the original string (``text[c.start:c.end] == c.text``)
+without whitespace at its edges, and together the chunks cover every
+non-whitespace character.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from bisect import bisect_left, bisect_right
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from spyglass.ingest.tokens import Tokens
 
 __all__ = ["Chunk", "chunk_text"]
 
-_HEADING = re.compile(r" {0,3}#{1,6}(?:[ \t]|\r?$)")
-"""An ATX markdown heading line (CommonMark: up to 3 spaces, 1-6 '#', then a space or EOL)."""
-
-_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
-"""The opening or closing line of a fenced code block, whose '#' lines are not headings."""
-
-_SPLITTERS = (
-    re.compile(r"[.!?…][\"'”’)\]]*(\s+)"),  # sentence ends
-    re.compile(r"(\s*\n\s*)"),  # line breaks
-    re.compile(r"(\s+)"),  # spaces between words
-)
-"""Separators tried in turn on a piece still longer than the budget; group 1 is the gap."""
+_WORD = re.compile(r"\S+")
+_LINE_BREAK = re.compile(r"\r\n|[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*$")
+PARAGRAPH, LINE, SENTENCE, WORD = range(4)
+"""Levels of the gaps between words, from the most to the least natural cut."""
 
 
 @dataclass(frozen=True)
 class Chunk:
-    """One passage: its text and where it sits in the original string (``end`` exclusive)."""
+    """One passage, where it sits in the text (``end`` exclusive), and its token count.
+
+    ``tokens`` is what the encoder sees for ``text``, special tokens included.
+    """
 
     text: str
     start: int
     end: int
+    tokens: int
 
 
 @dataclass(frozen=True)
-class _Unit:
-    """A span that is never cut further; ``section`` marks a markdown heading."""
+class _Segment:
+    """A chunk's own text: words ``lo`` to ``hi - 1``, or a piece of word ``lo`` (not whole)."""
 
     start: int
     end: int
-    section: bool = False
+    lo: int
+    hi: int
+    whole: bool = True
 
 
-def chunk_text(text: str, *, max_chars: int = 1000, overlap: int = 0) -> list[Chunk]:
-    """Cut ``text`` into chunks of at most ``max_chars`` characters, in order.
+def chunk_text(
+    text: str,
+    tokens: Tokens,
+    *,
+    max_tokens: int = 256,
+    overlap: int = 32,
+    breaks: Iterable[int] = (),
+) -> list[Chunk]:
+    """Cut ``text`` into chunks of at most ``max_tokens`` tokens each, in order.
 
-    With ``overlap`` > 0 each chunk but the first of a section also repeats up to
-    ``overlap`` characters from the end of the previous chunk (starting at a word
-    boundary), so a sentence cut by a boundary is still found whole in one chunk.
-    The repeated text counts against ``max_chars``: no chunk is ever longer.
-    Whitespace-only text gives no chunks.
+    ``overlap`` tokens (at most) of each chunk are repeated at the start of the
+    next; ``breaks`` are offsets where a new chunk must start. Whitespace-only
+    text gives no chunks. Raises ValueError when the sizes leave no room for text.
     """
-    if max_chars < 1:
-        raise ValueError(f"max_chars must be at least 1, not {max_chars}")
-    if not 0 <= overlap < max_chars:
-        raise ValueError(f"overlap must be in [0, max_chars), not {overlap}")
-    budget = max_chars - overlap
-    units = (piece for block in _blocks(text) for piece in _fit(text, block, budget))
-    spans = _pack(units, budget)
+    budget = max_tokens - tokens.special
+    if budget < 1:
+        raise ValueError(f"max_tokens must exceed the {tokens.special} special tokens")
+    if not 0 <= overlap < budget:
+        raise ValueError(f"overlap must be in [0, {budget}) tokens, not {overlap}")
+    layout = _Layout(text, tokens)
     chunks: list[Chunk] = []
-    previous: _Unit | None = None
-    for span in spans:
-        start = span.start
-        if overlap and previous is not None and not span.section:
-            start = _overlap_start(text, previous, span, overlap)
-        chunks.append(Chunk(text[start : span.end], start, span.end))
-        previous = span
+    for lo, hi in layout.sections(breaks):
+        segments = layout.split(lo, hi, PARAGRAPH, budget - overlap)
+        chunks.extend(layout.chunks(segments, max_tokens, overlap))
     return chunks
 
 
-def _lines(text: str) -> Iterator[tuple[int, int]]:
-    """The (start, end) of every line, each ending after its newline."""
-    pos = 0
-    while pos < len(text):
-        newline = text.find("\n", pos)
-        end = len(text) if newline < 0 else newline + 1
-        yield pos, end
-        pos = end
+class _Layout:
+    """The words of a text, the level of each gap between them, and their token counts."""
 
+    def __init__(self, text: str, tokens: Tokens) -> None:
+        self.text = text
+        self.tokens = tokens
+        words = [match.span() for match in _WORD.finditer(text)]
+        self.starts = [start for start, _ in words]
+        self.ends = [end for _, end in words]
+        self.spans = tokens.spans(text)
+        counts = [0] * len(words)
+        word = 0
+        for token_start, _ in self.spans:
+            while word < len(words) - 1 and token_start >= self.ends[word]:
+                word += 1
+            if words:
+                counts[word] += 1
+        self.prefix = [0]
+        for count in counts:
+            self.prefix.append(self.prefix[-1] + count)
+        self.gaps = [PARAGRAPH] + [self._gap(i) for i in range(1, len(words))]
 
-def _blocks(text: str) -> Iterator[_Unit]:
-    """Paragraphs (runs of non-blank lines) and heading lines, trimmed, in order."""
-    start: int | None = None
-    end = 0
-    fence: str | None = None
-    for line_start, line_end in _lines(text):
-        line = text[line_start:line_end]
-        if fence is None and not line.strip():
-            if start is not None:
-                yield from _trimmed(text, start, end)
-                start = None
-            continue
-        fence_match = _FENCE.match(line)
-        if fence_match is not None:
-            marker = fence_match.group(1)
-            if fence is None:
-                fence = marker[0] * 3
-            elif marker.startswith(fence):
-                fence = None
-        elif fence is None and _HEADING.match(line):
-            if start is not None:
-                yield from _trimmed(text, start, end)
-            yield from _trimmed(text, line_start, line_end, section=True)
-            start = None
-            continue
-        if start is None:
-            start = line_start
-        end = line_end
-    if start is not None:
-        yield from _trimmed(text, start, end)
+    def _gap(self, word: int) -> int:
+        """The level of the whitespace before ``word``."""
+        breaks = len(_LINE_BREAK.findall(self.text, self.ends[word - 1], self.starts[word]))
+        if breaks:
+            return PARAGRAPH if breaks > 1 else LINE
+        previous = self.text[self.starts[word - 1] : self.ends[word - 1]]
+        return SENTENCE if _SENTENCE_END.search(previous) else WORD
 
+    def count(self, lo: int, hi: int) -> int:
+        """Tokens of words ``lo`` to ``hi - 1`` (no special tokens), from the whole-text pass."""
+        return self.prefix[hi] - self.prefix[lo]
 
-def _trimmed(text: str, start: int, end: int, *, section: bool = False) -> Iterator[_Unit]:
-    """The span with whitespace at both edges dropped, unless nothing is left."""
-    while start < end and text[start].isspace():
-        start += 1
-    while end > start and text[end - 1].isspace():
-        end -= 1
-    if start < end:
-        yield _Unit(start, end, section)
+    def exact(self, start: int, end: int) -> int:
+        """Tokens of ``text[start:end]`` tokenized on its own (no special tokens)."""
+        return len(self.tokens.spans(self.text[start:end]))
 
+    def sections(self, breaks: Iterable[int]) -> list[tuple[int, int]]:
+        """Word ranges between the break offsets, empty ones left out."""
+        bounds = sorted({0, len(self.starts), *(bisect_left(self.starts, b) for b in breaks)})
+        return [(lo, hi) for lo, hi in zip(bounds, bounds[1:], strict=False) if lo < hi]
 
-def _fit(text: str, unit: _Unit, budget: int, level: int = 0) -> Iterator[_Unit]:
-    """Cut ``unit`` at ever finer separators until every piece fits in ``budget``."""
-    if unit.end - unit.start <= budget:
-        yield unit
-        return
-    if level == len(_SPLITTERS):
-        for start in range(unit.start, unit.end, budget):
-            section = unit.section and start == unit.start
-            yield from _trimmed(text, start, min(start + budget, unit.end), section=section)
-        return
-    pieces: list[_Unit] = []
-    start = unit.start
-    for match in _SPLITTERS[level].finditer(text, unit.start, unit.end):
-        gap_start, gap_end = match.span(1)
-        pieces.extend(_trimmed(text, start, gap_start))
-        start = gap_end
-    pieces.extend(_trimmed(text, start, unit.end))
-    for number, piece in enumerate(pieces):
-        first = _Unit(piece.start, piece.end, unit.section and number == 0)
-        yield from _fit(text, first, budget, level + 1)
+    def split(self, lo: int, hi: int, level: int, budget: int) -> list[_Segment]:
+        """Words ``lo`` to ``hi - 1`` cut at gaps of ``level`` or finer until each fits."""
+        if self.count(lo, hi) <= budget:
+            return [_Segment(self.starts[lo], self.ends[hi - 1], lo, hi)]
+        if hi - lo == 1:
+            return self.cut_word(lo, budget)
+        cuts = [i for i in range(lo + 1, hi) if self.gaps[i] <= level]
+        if not cuts:
+            return self.split(lo, hi, level + 1, budget)
+        segments: list[_Segment] = []
+        group: int | None = None
+        bounds = [lo, *cuts, hi]
+        for a, b in zip(bounds, bounds[1:], strict=False):
+            if group is not None and self.count(group, b) <= budget:
+                continue
+            if group is not None:
+                segments.append(_Segment(self.starts[group], self.ends[a - 1], group, a))
+                group = None
+            if self.count(a, b) <= budget:
+                group = a
+            else:
+                segments.extend(self.split(a, b, level + 1, budget))
+        if group is not None:
+            segments.append(_Segment(self.starts[group], self.ends[hi - 1], group, hi))
+        return segments
 
+    def cut_word(self, word: int, budget: int) -> list[_Segment]:
+        """A word longer than ``budget`` tokens, cut at token starts into pieces that fit.
 
-def _pack(units: Iterator[_Unit], budget: int) -> list[_Unit]:
-    """Join consecutive units greedily while the joined span fits in ``budget``."""
-    spans: list[_Unit] = []
-    current: _Unit | None = None
-    for unit in units:
-        if current is None:
-            current = unit
-        elif unit.section or unit.end - current.start > budget:
-            spans.append(current)
-            current = unit
-        else:
-            current = _Unit(current.start, unit.end, current.section)
-    if current is not None:
-        spans.append(current)
-    return spans
+        Each piece is checked by tokenizing it on its own, because a piece of a
+        word can tokenize differently from the same characters inside the word.
+        Only a single character that alone needs more than ``budget`` tokens can
+        give a piece over the budget.
+        """
+        start, end = self.starts[word], self.ends[word]
+        token_starts = (s for s, _ in self.spans[self.prefix[word] : self.prefix[word + 1]])
+        cuts = sorted({s for s in token_starts if start < s < end} | {end})
+        pieces: list[_Segment] = []
+        while start < end:
+            first = bisect_right(cuts, start)
+            last = min(first + budget - 1, len(cuts) - 1)
+            while last > first and self.exact(start, cuts[last]) > budget:
+                last -= 1
+            stop = cuts[last]
+            if self.exact(start, stop) > budget:
+                stop = start + 1
+                while stop < cuts[first] and self.exact(start, stop + 1) <= budget:
+                    stop += 1
+            pieces.append(_Segment(start, stop, word, word + 1, whole=False))
+            start = stop
+        return pieces
 
+    def chunks(self, segments: list[_Segment], max_tokens: int, overlap: int) -> list[Chunk]:
+        """The segments as chunks, each with the overlap before it, checked token-exact.
 
-def _overlap_start(text: str, previous: _Unit, span: _Unit, overlap: int) -> int:
-    """Where a chunk starts when it repeats the tail of ``previous``: on a word start."""
-    start = max(previous.start + 1, span.start - overlap)
-    if not text[start - 1].isspace():
-        while start < span.start and not text[start].isspace():
-            start += 1
-    while start < span.start and text[start].isspace():
-        start += 1
-    return start
+        A chunk over ``max_tokens`` when tokenized on its own (possible only with
+        tokenizers whose tokens depend on context beyond a word) loses its overlap,
+        and if that is not enough its segment is split again with a smaller budget.
+        """
+        chunks: list[Chunk] = []
+        pending = deque(segments)
+        previous: tuple[int, _Segment] | None = None
+        while pending:
+            segment = pending.popleft()
+            first = segment.lo
+            if overlap and previous is not None and previous[1].whole and segment.whole:
+                while first - 1 > previous[0] and self.count(first - 1, segment.lo) <= overlap:
+                    first -= 1
+            start = self.starts[first] if first < segment.lo else segment.start
+            count = self.tokens.count(self.text[start : segment.end])
+            if count > max_tokens and first < segment.lo:
+                first, start = segment.lo, segment.start
+                count = self.tokens.count(self.text[start : segment.end])
+            if count > max_tokens and segment.whole:
+                smaller = max(1, self.count(segment.lo, segment.hi) - (count - max_tokens) - 1)
+                parts = self.split(segment.lo, segment.hi, PARAGRAPH, smaller)
+                if parts != [segment]:
+                    pending.extendleft(reversed(parts))
+                    continue
+            chunks.append(Chunk(self.text[start : segment.end], start, segment.end, count))
+            previous = (first, segment)
+        return chunks

@@ -11,10 +11,11 @@ Supported sources, chosen by extension (case-insensitive):
 * ``.parquet``: read ``batch_size`` rows at a time; the vector column is a list
   of numbers. Null cells are left out of the payload; dates and times become
   ISO 8601 strings and decimals numbers, so the payload stays plain JSON.
-* ``.txt`` / ``.md``, or a folder searched recursively for them (hidden files
-  and folders skipped, paths sorted): each file is cut by :func:`chunk_text`
-  into text records with id ``relative/path.md#<chunk number>`` and payload
-  ``{"source", "chunk", "title"}``.
+* a folder, or one document or image file: documents (``.txt``, ``.md``,
+  ``.html``, ``.pdf``, ``.docx``) are chunked by the pipeline with the
+  collection's tokenizer, images are read as raw bytes; see
+  :mod:`spyglass.ingest.folders`, :mod:`spyglass.ingest.passages` and
+  :mod:`spyglass.ingest.images`.
 
 Row rules for the tabular formats: the id is a string or an integer (kept as a
 string). A row without one gets ``<file stem>:<number>``, the line number for
@@ -34,9 +35,8 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import math
-import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -46,66 +46,24 @@ import numpy as np
 import orjson
 
 from spyglass.errors import ConfigError
-from spyglass.ingest.chunker import chunk_text
+from spyglass.ingest.folders import open_files
+from spyglass.ingest.images import IMAGE_SUFFIXES
+from spyglass.ingest.passages import DocumentSource
+from spyglass.ingest.readers import DOCUMENT_SUFFIXES
+from spyglass.ingest.records import MAX_ID_CHARS, Record, Source
 
-__all__ = ["SUPPORTED", "TEXT_SUFFIXES", "Record", "Source", "open_source"]
+__all__ = ["SUPPORTED", "DocumentSource", "Record", "Source", "open_source"]
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
-TEXT_SUFFIXES = (".txt", ".md")
-SUPPORTED = (*JSONL_SUFFIXES, ".csv", ".parquet", *TEXT_SUFFIXES)
+SUPPORTED = (*JSONL_SUFFIXES, ".csv", ".parquet", *DOCUMENT_SUFFIXES, *IMAGE_SUFFIXES)
 """Every file extension ``open_source`` reads (besides folders)."""
-
-MAX_ID_CHARS = 512
-"""Longest item id the API accepts; checked here so the error names the line."""
 
 _SCAN_BYTES = 1 << 20
 _JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
 _INT64 = range(-(2**63), 2**63)
 _NUMBER_TYPES = frozenset({float, int})
 _JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
-_HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(.+?)(?:[ \t]+#+)?[ \t\r]*$", re.MULTILINE)
 _BOM = b"\xef\xbb\xbf"
-
-
-@dataclass(frozen=True)
-class Record:
-    """One item to upsert, as read from a source."""
-
-    id: str
-    vector: np.ndarray | None
-    text: str | None
-    payload: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Source:
-    """An opened file or folder: its size if known cheaply, and its records on demand.
-
-    ``total`` is for progress bars: the Parquet row count, the line count of a
-    JSONL or CSV file (an upper bound when it holds blank lines or multi-line
-    cells) or the chunk count of text files. ``records`` and ``batches`` read
-    the source again on every call and hold one batch in memory at most.
-    """
-
-    path: Path
-    total: int | None
-    batch_size: int
-    read: Callable[[], Iterator[Record]]
-
-    def records(self) -> Iterator[Record]:
-        """Every record, one at a time."""
-        return self.read()
-
-    def batches(self) -> Iterator[list[Record]]:
-        """Every record, in lists of at most ``batch_size`` (none of them empty)."""
-        batch: list[Record] = []
-        for record in self.read():
-            batch.append(record)
-            if len(batch) >= self.batch_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
 
 
 @dataclass(frozen=True)
@@ -125,26 +83,36 @@ def open_source(
     vector_field: str = "vector",
     text_field: str = "text",
     batch_size: int = 1000,
-    chunk_chars: int = 1000,
-) -> Source:
-    """Open ``path`` (a file by its extension, or a folder of text) for reading.
+    chunk_tokens: int = 256,
+    chunk_overlap: int = 32,
+    image_batch: int = 64,
+    kind: str = "auto",
+) -> Source | DocumentSource:
+    """Open ``path`` (a file by its extension, or a folder of documents or images).
 
     Checks what can be checked up front (the path exists, the format is known,
-    a folder holds text, a Parquet file is readable) so ``spyglass ingest``
-    fails before it creates anything. ``chunk_chars`` is the chunk size for
-    text files. Raises :class:`ConfigError` for every problem with the input.
+    a folder holds documents or images, a Parquet file is readable) so
+    ``spyglass ingest`` fails before it creates anything. ``chunk_tokens`` and
+    ``chunk_overlap`` size document chunks, ``image_batch`` is the batch size
+    for images, and ``kind`` (``auto``, ``documents``, ``images``) says how to
+    read a folder (see :mod:`spyglass.ingest.folders`). Raises
+    :class:`ConfigError` for every problem with the input.
     """
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, not {batch_size}")
     if not path.exists():
         raise ConfigError(f"{path}: no such file or folder")
     fields = _Fields(path, id_field, vector_field, text_field)
-    if path.is_dir():
-        files = _text_files(path)
-        if not files:
-            raise ConfigError(f"{path}: folder holds no {' or '.join(TEXT_SUFFIXES)} files")
-        return _text_source(path, path, files, batch_size, chunk_chars)
     suffix = path.suffix.lower()
+    if path.is_dir() or suffix in DOCUMENT_SUFFIXES or suffix in IMAGE_SUFFIXES:
+        return open_files(
+            path,
+            kind=kind,
+            batch_size=batch_size,
+            chunk_tokens=chunk_tokens,
+            chunk_overlap=chunk_overlap,
+            image_batch=image_batch,
+        )
     if suffix in JSONL_SUFFIXES:
         return Source(path, _count_lines(path), batch_size, lambda: _jsonl_records(fields))
     if suffix == ".csv":
@@ -152,11 +120,9 @@ def open_source(
         return Source(path, total, batch_size, lambda: _csv_records(fields))
     if suffix == ".parquet":
         return _parquet_source(fields, batch_size)
-    if suffix in TEXT_SUFFIXES:
-        return _text_source(path, path.parent, [path], batch_size, chunk_chars)
-    kind = f"extension {path.suffix!r}" if path.suffix else "no extension"
+    kind_of = f"extension {path.suffix!r}" if path.suffix else "no extension"
     raise ConfigError(
-        f"{path}: unsupported file type ({kind}); use {', '.join(SUPPORTED)} or a folder"
+        f"{path}: unsupported file type ({kind_of}); use {', '.join(SUPPORTED)} or a folder"
     )
 
 
@@ -494,57 +460,3 @@ def _plain(value: Any, name: str, path: Path, where: str) -> Any:
         f"{path}: {where}: column {name!r} holds {type(value).__name__} values, "
         "which a JSON payload cannot hold"
     )
-
-
-# text files
-
-
-def _text_files(folder: Path) -> list[Path]:
-    """Every .txt and .md file under ``folder``, hidden ones skipped, sorted by path."""
-    found: list[Path] = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = [name for name in dirs if not name.startswith(".")]
-        found.extend(
-            Path(root, name)
-            for name in files
-            if not name.startswith(".") and Path(name).suffix.lower() in TEXT_SUFFIXES
-        )
-    return sorted(found, key=lambda file: file.relative_to(folder).as_posix())
-
-
-def _text_source(
-    path: Path, root: Path, files: list[Path], batch_size: int, chunk_chars: int
-) -> Source:
-    """Text files under ``root``; counting their chunks reads each file once up front."""
-    if chunk_chars < 1:
-        raise ConfigError(f"chunk size must be at least 1 character, not {chunk_chars}")
-    total = sum(len(chunk_text(_read_text(file), max_chars=chunk_chars)) for file in files)
-    if total == 0:
-        raise ConfigError(f"{path}: no text to ingest (only blank files)")
-    return Source(path, total, batch_size, lambda: _text_records(root, files, chunk_chars))
-
-
-def _text_records(root: Path, files: Iterable[Path], chunk_chars: int) -> Iterator[Record]:
-    """One text record per chunk, titled by the file's first markdown heading or its stem."""
-    for file in files:
-        text = _read_text(file)
-        source = file.relative_to(root).as_posix()
-        heading = _HEADING.search(text)
-        title = heading.group(1).strip() if heading else file.stem
-        for number, chunk in enumerate(chunk_text(text, max_chars=chunk_chars), start=1):
-            yield Record(
-                id=f"{source}#{number}",
-                vector=None,
-                text=chunk.text,
-                payload={"source": source, "chunk": number, "title": title},
-            )
-
-
-def _read_text(file: Path) -> str:
-    """A text file's contents, or a ConfigError naming it."""
-    try:
-        return file.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{file}: not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise ConfigError(f"{file}: cannot read it ({exc.strerror})") from None
