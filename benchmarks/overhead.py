@@ -74,7 +74,7 @@ def stages(store: EmbeddedStore, queries: np.ndarray) -> dict[str, float]:
         t2 = clock()
         results = view.search(prepared, query.k, ef=None, allowed=None, exact=False)
         t3 = clock()
-        store._hits(view, results) if hits_takes_view else store._hits(results)
+        store._hits(view, results, [False]) if hits_takes_view else store._hits(results)
         t4 = clock()
         for name, spent in zip(names, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
             totals[name] += spent

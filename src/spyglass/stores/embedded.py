@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import faiss
 import filelock
 import numpy as np
 import orjson
@@ -39,7 +40,7 @@ from spyglass.stores.base import (
     Store,
 )
 from spyglass.stores.sqlite import Database
-from spyglass.stores.view import TailChunk, View
+from spyglass.stores.view import Found, TailChunk, View
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class EmbeddedStore(Store):
         self.exact_below = exact_below
         self._views: dict[str, View] = {}
         self._sync_lock = threading.Lock()
+        self._seen = threading.local()  # per reader thread: name -> (data_version, view)
         self._filter_cache: OrderedDict[tuple[int, int, str], np.ndarray] = OrderedDict()
         self._filter_lock = threading.Lock()
         self._builders: dict[int, threading.Thread] = {}
@@ -178,11 +180,12 @@ class EmbeddedStore(Store):
 
     def search(self, name: str, queries: Sequence[Query]) -> list[list[Hit]]:
         view = self._sync(name)
-        results: list[tuple[np.ndarray, np.ndarray]] = []
+        results: list[Found] = []
+        small = view.size <= self.exact_below
         for query in queries:
             allowed = self._allowed(view, query.filter) if query.filter is not None else None
-            exact = query.exact or view.size <= self.exact_below
             vector = _prepare(view.metric, query.vector[None, :])
+            exact = query.exact or small
             results.extend(view.search(vector, query.k, ef=query.ef, allowed=allowed, exact=exact))
         return self._hits(view, results, [query.vectors for query in queries])
 
@@ -207,44 +210,37 @@ class EmbeddedStore(Store):
                 self._filter_cache.popitem(last=False)
         return labels
 
-    def _hits(
-        self,
-        view: View,
-        results: list[tuple[np.ndarray, np.ndarray]],
-        with_vectors: list[bool],
-    ) -> list[list[Hit]]:
-        labels = [labels for labels, _ in results if labels.size]
-        if len(labels) > 1:
-            records = view.records_of(np.concatenate(labels))
-        else:
-            records = view.records_of(labels[0]) if labels else {}
+    def _hits(self, view: View, results: list[Found], with_vectors: list[bool]) -> list[list[Hit]]:
         hits = []
-        for (labels_, scores), vectors in zip(results, with_vectors, strict=True):
-            found = []
-            kept = []
-            for label, score in zip(labels_.tolist(), scores.tolist(), strict=True):
-                record = records.get(label)
-                if record is not None:
-                    found.append(Hit(id=record[0], score=score, payload=record[2], text=record[1]))
-                    kept.append(label)
-            if vectors and kept:
-                rows = view.vectors_of(np.asarray(kept, dtype=np.int64))
-                for hit, row in zip(found, rows, strict=True):
+        for found, vectors in zip(results, with_vectors, strict=True):
+            records = view.records_of(found)
+            hits.append(
+                [
+                    Hit(record[0], score, record[2], record[1])
+                    for record, score in zip(records, found.scores.tolist(), strict=True)
+                ]
+            )
+            if vectors and records:
+                for hit, row in zip(hits[-1], view.vectors_of(found.labels), strict=True):
                     hit.vector = row
-            hits.append(found)
         return hits
 
     # keeping the view current
 
     def _sync(self, name: str) -> View:
         """This worker's view of ``name``, brought up to date with the database."""
-        current = (
-            self.db.reader()
-            .execute("SELECT cid, version, snapshot_gen FROM collections WHERE name = ?", (name,))
-            .fetchone()
-        )
+        conn = self.db.reader()
+        mark = conn.execute("PRAGMA data_version").fetchone()[0]
+        seen: dict[str, tuple[int, View]] = self._seen.__dict__
         view = self._views.get(name)
+        cached = seen.get(name)
+        if cached is not None and cached[0] == mark and cached[1] is view is not None:
+            return view  # nothing committed since this thread last found ``view`` current
+        current = conn.execute(
+            "SELECT cid, version, snapshot_gen FROM collections WHERE name = ?", (name,)
+        ).fetchone()
         if view is not None and current == (view.cid, view.version, view.indexed_gen):
+            seen[name] = (mark, view)
             return view
         with self._sync_lock:
             view = self._views.get(name)
@@ -408,14 +404,11 @@ def _decode(rows: list[Any], dim: int) -> np.ndarray:
 
 
 def _prepare(metric: str, vectors: np.ndarray) -> np.ndarray:
-    """Vectors as the index holds them: float32, unit length for cosine."""
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    if metric == "cosine" and len(vectors) == 1:
-        norm = float(np.sqrt(vectors[0] @ vectors[0]))
-        return vectors / norm if norm else vectors
-    if metric == "cosine" and len(vectors):
-        norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))[:, None]
-        vectors = vectors / np.where(norms == 0, 1.0, norms)
+    """Vectors as the index holds them: float32, unit length for cosine (a zero row stays 0)."""
+    if metric != "cosine":
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+    vectors = np.array(vectors, dtype=np.float32, order="C")  # a copy, normalised in place
+    faiss.normalize_L2(vectors)
     return vectors
 
 

@@ -77,19 +77,15 @@ class Snapshot:
             offsets=offsets,
         )
 
-    def records_of(self, labels: np.ndarray) -> dict[int, Record]:
-        """The id, text and payload of each of ``labels`` this snapshot holds."""
-        if self.size == 0 or labels.size == 0:
-            return {}
-        where = np.minimum(np.searchsorted(self.labels, labels), self.size - 1)
-        held = self.labels[where] == labels
-        found: dict[int, Record] = {}
-        starts = self.offsets[where[held]].tolist()
-        ends = self.offsets[where[held] + 1].tolist()
-        for label, start, end in zip(labels[held].tolist(), starts, ends, strict=True):
-            item_id, text, payload = orjson.loads(self.records[start:end])
-            found[label] = (item_id, text, payload)
-        return found
+    def records_at(self, positions: np.ndarray) -> list[Record]:
+        """The id, text and payload of the items at ``positions`` (all in range), in order."""
+        offsets = self.offsets
+        records = self.records
+        loads = orjson.loads
+        return [
+            tuple(loads(records[offsets[position] : offsets[position + 1]]))
+            for position in positions.tolist()
+        ]
 
     def positions(self, labels: np.ndarray) -> np.ndarray:
         """Positions in this snapshot of those ``labels`` it holds."""

@@ -9,7 +9,8 @@ with the database makes a new view, so searches never take a lock.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from functools import cached_property
+from typing import Any, NamedTuple
 
 import faiss
 import numpy as np
@@ -17,6 +18,18 @@ import numpy as np
 from spyglass.stores.snapshot import Record, Snapshot, to_scores
 
 EMPTY_LABELS = np.empty(0, dtype=np.int64)
+
+
+class Found(NamedTuple):
+    """One query's hits, best first: labels, scores, and each hit's snapshot position
+    (-1 for a hit from the tail), so its record is read without a label lookup."""
+
+    labels: np.ndarray
+    scores: np.ndarray
+    positions: np.ndarray
+
+
+NOTHING = Found(EMPTY_LABELS, np.empty(0, dtype=np.float32), EMPTY_LABELS)
 
 
 @dataclass(frozen=True)
@@ -40,7 +53,7 @@ class View:
     dead: np.ndarray
     tail: tuple[TailChunk, ...]
 
-    @property
+    @cached_property
     def tail_size(self) -> int:
         return sum(len(chunk.labels) for chunk in self.tail)
 
@@ -48,28 +61,30 @@ class View:
     def snapshot_seq(self) -> int:
         return self.snapshot.seq if self.snapshot is not None else 0
 
-    @property
+    @cached_property
     def size(self) -> int:
         live_snapshot = (self.snapshot.size if self.snapshot else 0) - len(self.dead)
         return live_snapshot + self.tail_size
 
-    def records_of(self, labels: np.ndarray) -> dict[int, Record]:
-        """The id, text and payload of each live item among ``labels``."""
-        if not self.tail:
-            return self.snapshot.records_of(labels) if self.snapshot is not None else {}
-        found: dict[int, Record] = {}
-        rest = []
-        for label in labels.tolist():
+    def records_of(self, found: Found) -> list[Record]:
+        """The id, text and payload of each hit of ``found``, in order."""
+        positions = found.positions
+        if self.snapshot is not None and (positions >= 0).all():
+            return self.snapshot.records_at(positions)
+        records = []
+        for label, position in zip(found.labels.tolist(), positions.tolist(), strict=True):
+            if position >= 0:
+                assert self.snapshot is not None
+                records.extend(self.snapshot.records_at(np.array([position])))
+                continue
             for chunk in self.tail:
                 record = chunk.records.get(label)
                 if record is not None:
-                    found[label] = record
+                    records.append(record)
                     break
             else:
-                rest.append(label)
-        if rest and self.snapshot is not None:
-            found.update(self.snapshot.records_of(np.asarray(rest, dtype=np.int64)))
-        return found
+                raise LookupError(f"label {label} is in no tail chunk")  # a bug, not input
+        return records
 
     def vectors_of(self, labels: np.ndarray) -> np.ndarray:
         """The indexed vectors of ``labels``, all live in this view, in their order."""
@@ -118,8 +133,8 @@ class View:
         ef: int | None,
         allowed: np.ndarray | None,
         exact: bool,
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(labels, scores) per query, best first, at most ``k`` each.
+    ) -> list[Found]:
+        """The hits of each query, best first, at most ``k`` each.
 
         ``allowed`` restricts results to those labels (a filter's matches);
         ``exact`` forces brute force. HNSW is used otherwise; when a filtered HNSW
@@ -135,20 +150,20 @@ class View:
         tail = self._search_tail(queries, k, allowed)
         return [_merge([found[i], tail[i]], k) for i in range(len(queries))]
 
-    def _search_tail(
-        self, queries: np.ndarray, k: int, allowed: np.ndarray | None
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _search_tail(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> list[Found]:
         chunks = self.tail
         if allowed is not None:
             chunks = tuple(_keep(chunk, allowed) for chunk in chunks)
         chunks = tuple(chunk for chunk in chunks if len(chunk.labels))
         if not chunks:
-            return [(EMPTY_LABELS, np.empty(0, dtype=np.float32))] * len(queries)
+            return [NOTHING] * len(queries)
         labels = np.concatenate([c.labels for c in chunks])
         vectors = (
             chunks[0].vectors if len(chunks) == 1 else np.concatenate([c.vectors for c in chunks])
         )
-        return [_top(labels, scores, k) for scores in exact_scores(self.metric, vectors, queries)]
+        tail = np.full(len(labels), -1, dtype=np.int64)
+        scores = exact_scores(self.metric, vectors, queries)
+        return [_top(labels, row, k, tail) for row in scores]
 
     def _search_snapshot(
         self,
@@ -157,18 +172,18 @@ class View:
         ef: int | None,
         allowed: np.ndarray | None,
         exact: bool,
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
+    ) -> list[Found]:
         snapshot = self.snapshot
         assert snapshot is not None
         if allowed is not None:
             positions = np.setdiff1d(snapshot.positions(allowed), self.dead, assume_unique=True)
             if positions.size == 0:
-                return [(EMPTY_LABELS, np.empty(0, dtype=np.float32))] * len(queries)
+                return [NOTHING] * len(queries)
             if exact or positions.size <= max(4 * k, 256):
                 vectors = snapshot.vectors(positions)
                 labels = snapshot.labels[positions]
                 scores = exact_scores(self.metric, vectors, queries)
-                return [_top(labels, row, k) for row in scores]
+                return [_top(labels, row, k, positions) for row in scores]
             selector: Any = _bitmap(snapshot.size, positions)
             expected = min(k, int(positions.size))
         else:
@@ -180,14 +195,17 @@ class View:
             distances, found = snapshot.search_exact(queries, k, selector)
         else:
             distances, found = snapshot.search(queries, k, ef or self.ef_search, selector)
-            short = [i for i in range(len(queries)) if int((found[i] >= 0).sum()) < expected]
-            if short:
+            # FAISS packs hits first and pads with -1: a row is short if hit `expected` is missing
+            short = np.flatnonzero(found[:, expected - 1] < 0) if expected else EMPTY_LABELS
+            if short.size:
                 d2, f2 = snapshot.search_exact(queries[short], k, selector)
                 distances[short], found[short] = d2, f2
         results = []
         for row_d, row_p in zip(distances, found, strict=True):
-            ok = row_p >= 0
-            results.append((snapshot.labels[row_p[ok]], to_scores(self.metric, row_d[ok])))
+            if row_p[-1] < 0:
+                ok = row_p >= 0
+                row_d, row_p = row_d[ok], row_p[ok]
+            results.append(Found(snapshot.labels[row_p], to_scores(self.metric, row_d), row_p))
         return results
 
 
@@ -203,22 +221,27 @@ def exact_scores(metric: str, vectors: np.ndarray, queries: np.ndarray) -> np.nd
     return np.asarray(queries @ vectors.T)
 
 
-def _top(labels: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _top(labels: np.ndarray, scores: np.ndarray, k: int, positions: np.ndarray) -> Found:
     if scores.size > k:
         part = np.argpartition(-scores, k - 1)[:k]
     else:
         part = np.arange(scores.size)
     order = part[np.argsort(-scores[part], kind="stable")]
-    return labels[order], scores[order].astype(np.float32)
+    return Found(labels[order], scores[order].astype(np.float32), positions[order])
 
 
-def _merge(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
-    parts = [p for p in parts if p[0].size]
+def _merge(parts: list[Found], k: int) -> Found:
+    parts = [p for p in parts if p.labels.size]
     if not parts:
-        return EMPTY_LABELS, np.empty(0, dtype=np.float32)
+        return NOTHING
     if len(parts) == 1:
-        return parts[0][0][:k], parts[0][1][:k]
-    return _top(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), k)
+        return Found(parts[0].labels[:k], parts[0].scores[:k], parts[0].positions[:k])
+    return _top(
+        np.concatenate([p.labels for p in parts]),
+        np.concatenate([p.scores for p in parts]),
+        k,
+        np.concatenate([p.positions for p in parts]),
+    )
 
 
 def _drop(chunk: TailChunk, gone: np.ndarray) -> TailChunk:
