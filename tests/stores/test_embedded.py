@@ -116,3 +116,22 @@ def test_a_partial_snapshot_is_rebuilt(tmp_path: Path) -> None:
     other.close()
     assert reopened.search("c", [Query(vector=vectors[9], k=1)])[0][0].id == "i9"
     reopened.close()
+
+
+def test_bulk_defers_checkpoints_and_loses_nothing(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path)
+    store.create_collection(CollectionSpec(name="c", dim=4))
+    writer = store.db._writer
+    rng = np.random.default_rng(3)
+    with store.bulk():
+        assert writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        for batch in range(3):
+            vectors = rng.normal(size=(500, 4)).astype(np.float32)
+            store.upsert("c", [Item(id=f"{batch}-{i}", vector=v) for i, v in enumerate(vectors)])
+        assert store.get_collection("c").count == 1500  # visible at once, before the block ends
+    assert writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+    store.close()
+    reopened = EmbeddedStore(tmp_path)
+    assert reopened.get_collection("c").count == 1500
+    assert reopened.get_item("c", "2-499").vector.shape == (4,)
+    reopened.close()

@@ -39,6 +39,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from itertools import repeat
 from pathlib import Path
 from typing import IO, Any
 
@@ -384,6 +385,11 @@ def _parquet_records(fields: _Fields, batch_size: int) -> Iterator[Record]:
             ]
             if matrix is not None:
                 names = [name for name in names if name != fields.vector]
+                if names == [fields.id] and _plain_ids(columns[0]):
+                    # id and vector only, both already checked: no per-row rules left
+                    yield from map(Record, columns[0], matrix, repeat(None), map(dict, repeat(())))
+                    number += batch.num_rows
+                    continue
             for index, *values in zip(range(batch.num_rows), *columns, strict=True):
                 number += 1
                 where = f"row {number}"
@@ -396,6 +402,13 @@ def _parquet_records(fields: _Fields, batch_size: int) -> Iterator[Record]:
                 }
                 checked = None if matrix is None else matrix[index]
                 yield _record(fields, row, where, number, checked)
+
+
+def _plain_ids(ids: list[Any]) -> bool:
+    """Whether every id is a string the API accepts as it is (else rows go one by one)."""
+    return set(map(type, ids)) == {str} and 1 <= min(map(len, ids)) <= max(map(len, ids)) <= (
+        MAX_ID_CHARS
+    )
 
 
 def _vector_matrix(column: Any, fields: _Fields, before: int) -> np.ndarray | None:

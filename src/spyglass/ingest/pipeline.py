@@ -49,15 +49,16 @@ def ingest(
     items = 0
     version = 0
     created = False
-    for batch in read_ahead(source.batches()):
-        if items == 0:
-            created = _ensure_collection(engine, collection, batch, encoder, metric)
-            started = time.perf_counter()
-        version = engine.upsert(collection, batch)
-        items += len(batch)
-        if on_batch is not None:
-            on_batch(len(batch))
-    loaded = time.perf_counter()
+    with engine.store.bulk():
+        for batch in read_ahead(source.batches()):
+            if items == 0:
+                created = _ensure_collection(engine, collection, batch, encoder, metric)
+                started = time.perf_counter()
+            version = engine.upsert(collection, batch)
+            items += len(batch)
+            if on_batch is not None:
+                on_batch(len(batch))
+        loaded = time.perf_counter()
     if items:
         engine.store.optimize(collection)
     return IngestReport(

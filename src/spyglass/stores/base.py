@@ -24,6 +24,7 @@ cannot be reached. Nothing else for conditions a client can cause.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -141,6 +142,11 @@ class Store:
     def search(self, name: str, queries: Sequence[Query]) -> list[list[Hit]]:
         """The top hits of each query, in order. See the module docstring for the rules."""
         raise NotImplementedError
+
+    def bulk(self) -> AbstractContextManager[None]:
+        """A hint that many writes follow: the store may defer housekeeping to the end
+        of the block. Every write is still durable when it returns."""
+        return nullcontext()
 
     def optimize(self, name: str) -> None:
         """Bring the collection's ANN index up to date now (after a bulk load)."""

@@ -19,6 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -306,6 +307,9 @@ class EmbeddedStore(Store):
             pass
         except Exception:
             log.exception("building the snapshot of %s failed", name)
+
+    def bulk(self) -> AbstractContextManager[None]:
+        return self.db.deferred_checkpoints()
 
     def optimize(self, name: str) -> None:
         self.build_snapshot(name, wait=True)
