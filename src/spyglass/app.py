@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 import orjson
 from fastapi import FastAPI
+from starlette.routing import Route
 
 from spyglass import __version__, problems
 from spyglass.engine import Engine
@@ -60,6 +61,9 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
+    app.router.routes.append(
+        Route("/collections/{name}/search", search.lean_search, methods=["POST"])
+    )
     routers = (health, collections, items, search, uploads, faces, findthisfit, chromatica)
     for module in routers:
         app.include_router(module.router)
