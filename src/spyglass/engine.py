@@ -146,6 +146,7 @@ class Engine:
             metric=metric,
             encoder=body.encoder,
             index=IndexParams(**body.index.model_dump()),
+            options=check_options(body.encoder, body.options),
         )
         return self.store.create_collection(spec)
 
@@ -388,6 +389,30 @@ class Engine:
         if info.spec.metric == "cosine" and not vector.any():
             raise InvalidRequest("a zero vector has no direction for cosine", field=field)
         return vector
+
+
+COLLECTION_OPTIONS: dict[str, dict[str, tuple[float, float]]] = {
+    "face": {"threshold": (0.0, 2.0)},
+}
+"""The options each encoder's collections take, with their open-closed numeric range."""
+
+
+def check_options(encoder: str, options: dict[str, Any]) -> dict[str, Any]:
+    """A collection's options, checked against what its encoder takes."""
+    known = COLLECTION_OPTIONS.get(encoder, {})
+    for key, value in options.items():
+        field = f"options.{key}"
+        if key not in known:
+            takes = ", ".join(sorted(known)) or "none"
+            raise InvalidRequest(
+                f"the {encoder!r} encoder takes no option {key!r} (options: {takes})", field=field
+            )
+        low, high = known[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidRequest("must be a number", field=field)
+        if not low < value <= high:
+            raise InvalidRequest(f"must be above {low} and at most {high}", field=field)
+    return dict(options)
 
 
 def check_name(name: str) -> None:

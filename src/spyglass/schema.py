@@ -29,6 +29,11 @@ class CollectionIn(Body):
         description='"none" (bring your own vectors), "text", "image", "clip", "color" or "face".',
     )
     index: IndexIn = Field(default_factory=IndexIn)
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description='Encoder settings of this collection: face collections take {"threshold":'
+        " 0.5} (the distance beyond which a face is unknown; default the face_threshold setting).",
+    )
 
 
 class CollectionOut(BaseModel):
@@ -37,6 +42,7 @@ class CollectionOut(BaseModel):
     metric: str
     encoder: str
     index: IndexIn
+    options: dict[str, Any] = Field(default_factory=dict)
     count: int
     version: int = Field(description="Changes on every write to the collection.")
     created_at: float

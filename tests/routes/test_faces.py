@@ -112,3 +112,27 @@ async def test_upload_mistakes_are_problems(org: httpx.AsyncClient) -> None:
     await create(org, "vectors", dim=3)
     r = await org.post("/upload", files=photo(ASTRONAUT), data={"organize_name": "vectors"})
     problem(r, 422, "organize_name")
+
+
+async def test_a_collection_threshold_decides_unknown(org: httpx.AsyncClient) -> None:
+    strict = await create(org, "strict", encoder="face", options={"threshold": 0.01})
+    assert strict["options"] == {"threshold": 0.01}
+    r = await org.post(
+        "/collections/strict/faces",
+        data={"person": "eileen"},
+        files={"file": ("astronaut.png", ASTRONAUT, "image/png")},
+    )
+    assert r.status_code == 200, r.text
+    answer = (
+        await org.post("/collections/strict/identify", files=photo(altered(ASTRONAUT)))
+    ).json()
+    assert answer["status"] == "unknown" and answer["distance"] > 0.01
+    loose = await org.post(
+        "/collections/strict/identify", files=photo(altered(ASTRONAUT)), data={"threshold": "0.6"}
+    )
+    assert loose.json()["status"] == "success"  # a request's threshold wins
+    for options, field in (({"threshold": 3}, "options.threshold"), ({"k": 1}, "options.k")):
+        r = await org.put("/collections/bad", json={"encoder": "face", "options": options})
+        problem(r, 422, field)
+    r = await org.put("/collections/vec", json={"dim": 3, "options": {"threshold": 0.5}})
+    problem(r, 422, "options.threshold")

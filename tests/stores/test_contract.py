@@ -245,3 +245,17 @@ def test_hits_carry_their_indexed_vectors_on_request(store: Store, metric: str) 
         np.testing.assert_allclose(hit.vector, want, rtol=1e-5, atol=1e-6)
     [plain] = store.search("c", [Query(vector=query, k=5)])
     assert all(hit.vector is None for hit in plain)
+
+
+def test_collection_options_round_trip_and_count_in_conflicts(store: Store) -> None:
+    face = CollectionSpec(name="f", dim=4, metric="l2", encoder="face", options={"threshold": 0.5})
+    info, created = store.create_collection(face)
+    assert created and info.spec.options == {"threshold": 0.5}
+    assert store.get_collection("f").spec == face
+    assert [c.spec.options for c in store.list_collections()] == [{"threshold": 0.5}]
+    _, again = store.create_collection(face)
+    assert not again
+    with pytest.raises(Conflict):
+        store.create_collection(
+            CollectionSpec(name="f", dim=4, metric="l2", encoder="face", options={"threshold": 0.4})
+        )

@@ -24,6 +24,7 @@ def collection_out(info: CollectionInfo) -> CollectionOut:
             ef_construction=spec.index.ef_construction,
             ef_search=spec.index.ef_search,
         ),
+        options=spec.options,
         count=info.count,
         version=info.version,
         created_at=info.created_at,

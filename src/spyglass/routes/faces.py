@@ -167,7 +167,9 @@ def _identify(
     faces = encoder.encode_faces(image, all_faces=all_faces)
     if not faces:
         return [_Found(NO_FACE, None)]
-    limit = threshold if threshold is not None else engine.settings.face_threshold
+    if threshold is None:
+        threshold = info.spec.options.get("threshold", engine.settings.face_threshold)
+    limit = float(threshold)
     results = engine.store.search(name, [Query(vector=face.vector, k=NEAREST) for face in faces])
     found = []
     for face, hits in zip(faces, results, strict=True):

@@ -54,6 +54,8 @@ class CollectionSpec:
     metric: Metric = "cosine"
     encoder: str = "none"
     index: IndexParams = field(default_factory=IndexParams)
+    options: dict[str, Any] = field(default_factory=dict)
+    """Encoder-specific settings of this collection (a face collection's ``threshold``)."""
 
 
 @dataclass(frozen=True)

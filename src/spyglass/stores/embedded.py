@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 COLLECTION_COLUMNS = (
     "cid, name, dim, metric, encoder, m, ef_construction, ef_search, created_at, version, count,"
-    " snapshot_seq, snapshot_gen"
+    " snapshot_seq, snapshot_gen, options"
 )
 FILTER_CACHE_SIZE = 256
 
@@ -84,7 +84,7 @@ class EmbeddedStore(Store):
             seq = _next_seq(conn)
             conn.execute(
                 "INSERT INTO collections (name, dim, metric, encoder, m, ef_construction,"
-                " ef_search, created_at, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " ef_search, created_at, version, options) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     spec.name,
                     spec.dim,
@@ -95,6 +95,7 @@ class EmbeddedStore(Store):
                     spec.index.ef_search,
                     time.time(),
                     seq,
+                    orjson.dumps(spec.options).decode(),
                 ),
             )
             row = _collection_row(conn, spec.name)
@@ -459,5 +460,6 @@ def _info(row: tuple[Any, ...]) -> CollectionInfo:
         metric=row[3],
         encoder=row[4],
         index=IndexParams(m=row[5], ef_construction=row[6], ef_search=row[7]),
+        options=orjson.loads(row[13]),
     )
     return CollectionInfo(spec=spec, count=row[10], version=row[9], created_at=row[8])

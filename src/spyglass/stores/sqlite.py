@@ -69,6 +69,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE collections ADD COLUMN snapshot_gen INTEGER NOT NULL DEFAULT 0;
     """,
+    # encoder-specific options of a collection, as a JSON object
+    """
+    ALTER TABLE collections ADD COLUMN options TEXT NOT NULL DEFAULT '{}';
+    """,
 )
 
 
