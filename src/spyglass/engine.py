@@ -93,7 +93,8 @@ class Engine:
         self.encoders = Encoders(settings)
 
     def warm_up(self) -> dict[str, str]:
-        """Load the encoders the existing collections use, so the first query is fast.
+        """Load the encoders and indexes the existing collections use, so the first query
+        is fast (a face organization is ready before ``/readyz`` says so).
 
         Returns the encoders that failed to load, with why (a missing extra, an
         unset model path): the server still starts, ``/readyz`` reports them and
@@ -101,6 +102,7 @@ class Engine:
         """
         failed: dict[str, str] = {}
         for info in self.store.list_collections():
+            self.store.warm(info.spec.name)
             if info.spec.encoder != "none" and info.spec.encoder not in failed:
                 try:
                     self.encoders.get(info.spec.encoder)

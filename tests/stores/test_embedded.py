@@ -135,3 +135,16 @@ def test_bulk_defers_checkpoints_and_loses_nothing(tmp_path: Path) -> None:
     assert reopened.get_collection("c").count == 1500
     assert reopened.get_item("c", "2-499").vector.shape == (4,)
     reopened.close()
+
+
+def test_warm_loads_the_view_before_any_search(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path, exact_below=0)
+    store.create_collection(CollectionSpec(name="c", dim=16))
+    fill(store, 300)
+    store.optimize("c")
+    store.close()
+    reopened = EmbeddedStore(tmp_path, exact_below=0)
+    assert "c" not in reopened._views
+    reopened.warm("c")
+    assert reopened._views["c"].snapshot is not None
+    reopened.close()

@@ -145,6 +145,9 @@ class Store:
         """The top hits of each query, in order. See the module docstring for the rules."""
         raise NotImplementedError
 
+    def warm(self, name: str) -> None:
+        """Load what searching ``name`` needs (its index), so the first search is fast."""
+
     def bulk(self) -> AbstractContextManager[None]:
         """A hint that many writes follow: the store may defer housekeeping to the end
         of the block. Every write is still durable when it returns."""

@@ -309,6 +309,9 @@ class EmbeddedStore(Store):
         except Exception:
             log.exception("building the snapshot of %s failed", name)
 
+    def warm(self, name: str) -> None:
+        self._sync(name)
+
     def bulk(self) -> AbstractContextManager[None]:
         return self.db.deferred_checkpoints()
 
