@@ -14,6 +14,11 @@ from starlette.routing import Route
 
 from spyglass import __version__, problems
 from spyglass.engine import Engine
+from spyglass.metrics import Metrics, multiprocess_dir_from_environment
+from spyglass.middleware.access_log import install_request_log
+from spyglass.middleware.admission import Budget, install_admission
+from spyglass.middleware.body_limit import install_body_limit
+from spyglass.middleware.security_headers import install_security_headers
 from spyglass.routes import (
     chromatica,
     collections,
@@ -24,6 +29,7 @@ from spyglass.routes import (
     search,
     uploads,
 )
+from spyglass.routes.metrics import install_metrics
 from spyglass.settings import Settings
 from spyglass.stores import open_store
 
@@ -61,6 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
+    install_middleware(app, settings)
     app.router.routes.append(
         Route("/collections/{name}/search", search.lean_search, methods=["POST"])
     )
@@ -75,3 +82,47 @@ def app_from_environment() -> FastAPI:
     raw = os.environ.get(SETTINGS_ENV)
     settings = Settings(**orjson.loads(raw)) if raw else Settings()
     return create_app(settings)
+
+
+def install_middleware(app: FastAPI, settings: Settings) -> None:
+    """The middleware stack, outermost last (``add_middleware`` wraps what came before).
+
+    A request meets: request id and access log, security headers (and CORS when
+    configured), metrics (outside the layers that refuse, so it counts their
+    413s and 503s), the body size limit, then admission control.
+    """
+    wait = settings.admission_queue_wait_ms
+    install_admission(
+        app,
+        search=Budget(
+            settings.admission_search_in_flight,
+            settings.admission_search_queue,
+            wait,
+            settings.search_timeout_s,
+        ),
+        ingest=Budget(
+            settings.admission_ingest_in_flight,
+            settings.admission_ingest_queue,
+            wait,
+            settings.ingest_timeout_s,
+        ),
+        other=Budget(
+            settings.admission_other_in_flight,
+            settings.admission_other_queue,
+            wait,
+            settings.request_timeout_s,
+        ),
+        retry_after_s=settings.retry_after_s,
+    )
+    install_body_limit(
+        app,
+        search=settings.max_search_body_bytes,
+        ingest=settings.max_ingest_body_bytes,
+        other=settings.max_body_bytes,
+    )
+    install_metrics(app, Metrics(multiprocess_dir_from_environment()))
+    origins = [origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()]
+    install_security_headers(
+        app, hsts=settings.hsts, hsts_max_age=settings.hsts_max_age, cors_origins=origins
+    )
+    install_request_log(app)

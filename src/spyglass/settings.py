@@ -138,6 +138,68 @@ class Settings(BaseSettings):
         "colors", description="Collection behind the Chromatica route `GET /search`."
     )
 
+    admission_search_in_flight: int = Field(
+        32, ge=1, description="Search requests one worker runs at once."
+    )
+    admission_search_queue: int = Field(
+        64, ge=0, description="Search requests that may wait for a slot; beyond this, 503."
+    )
+    admission_ingest_in_flight: int = Field(
+        4, ge=1, description="Write requests one worker runs at once (separate from search)."
+    )
+    admission_ingest_queue: int = Field(
+        8, ge=0, description="Write requests that may wait for a slot; beyond this, 503."
+    )
+    admission_other_in_flight: int = Field(
+        64, ge=1, description="Other requests (reads, docs, admin) one worker runs at once."
+    )
+    admission_other_queue: int = Field(
+        64, ge=0, description="Other requests that may wait for a slot; beyond this, 503."
+    )
+    admission_queue_wait_ms: int = Field(
+        1000, ge=0, description="Longest a request waits for a slot before a 503."
+    )
+    search_timeout_s: float = Field(
+        30.0, gt=0, description="Time budget of a search request; over it, cancelled with 503."
+    )
+    ingest_timeout_s: float = Field(
+        300.0, gt=0, description="Time budget of a write request (uploads and encoding)."
+    )
+    request_timeout_s: float = Field(30.0, gt=0, description="Time budget of other requests.")
+    retry_after_s: int = Field(
+        1, ge=1, description="`Retry-After` seconds on a 503 from admission control."
+    )
+    max_search_body_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1024,
+        description="Largest search request body (keep above max_image_bytes x 4/3 for base64).",
+    )
+    max_ingest_body_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Largest write or upload request body."
+    )
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest body of any other request."
+    )
+
+    log_json: bool = Field(
+        True,
+        description="Write every log line as one JSON object (the access log: request id, route,"
+        " status, duration, tenant; never keys or bodies).",
+    )
+    hsts: bool = Field(
+        False,
+        description="Send Strict-Transport-Security; only when clients reach the server over"
+        " HTTPS (e.g. through a TLS proxy).",
+    )
+    hsts_max_age: int = Field(
+        31_536_000, ge=0, description="Seconds browsers should remember to use HTTPS only."
+    )
+    cors_origins: str = Field(
+        "",
+        description="Comma-separated origins allowed to call the API from a browser"
+        " (https://ui.example.com); empty: CORS off.",
+    )
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:

@@ -46,4 +46,15 @@ def test_writes_are_visible_to_every_worker_at_once(tmp_path: Path) -> None:
                     f"{url}/collections/shared/search", json={"vector": [29, 0, 0, 1], "k": 1}
                 ).json()["hits"]
                 assert hits[0]["id"] == "item28"
+            # spyglass serve gives its workers one metrics directory: /metrics sums them all
+            metrics = client.get(f"{url}/metrics").text
         assert len(pids) == 2, "requests should have reached both workers"
+        searches = [
+            line
+            for line in metrics.splitlines()
+            if line.startswith("spyglass_http_requests_total{")
+            and 'route="/collections/{name}/search"' in line
+            and 'status="200"' in line
+        ]
+        assert len(searches) == 1 and float(searches[0].rsplit(" ", 1)[1]) == 30 * 8 + 16
+        assert "shared" not in " ".join(searches)

@@ -85,6 +85,8 @@ def run_server(settings: Settings) -> None:
     import uvicorn
 
     from spyglass.app import SETTINGS_ENV
+    from spyglass.metrics import multiproc_dir
+    from spyglass.middleware.access_log import log_config
 
     os.environ[SETTINGS_ENV] = settings.model_dump_json()
     console.print(
@@ -93,15 +95,17 @@ def run_server(settings: Settings) -> None:
         f"{settings.data_dir}); API docs at /docs",
         soft_wrap=True,
     )
-    uvicorn.run(
-        "spyglass.app:app_from_environment",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level,
-        access_log=False,
-    )
+    with multiproc_dir(settings.workers):
+        uvicorn.run(
+            "spyglass.app:app_from_environment",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level,
+            log_config=log_config(settings.log_level, json_lines=settings.log_json),
+            access_log=False,  # uvicorn's line holds the raw path; ours logs the route template
+        )
 
 
 @cli.command(name="ingest")

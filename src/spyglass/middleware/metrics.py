@@ -1,0 +1,62 @@
+"""Counts every HTTP request into ``Metrics``: totals, latency, in-flight, shed and limited.
+
+Labels are the route *template* (``/collections/{name}/search``), never the raw
+path, which holds collection names and item ids and would make the label set
+unbounded. Requests that outer middleware refused before routing (a 503 from
+admission control, a 429 from the rate limiter) carry no matched route in the
+scope; :func:`~spyglass.middleware.route_template.route_template` finds theirs.
+
+Place it *outside* the rate limiter and admission control (add it after them
+with ``app.add_middleware``: the last added runs first), or their 429s and 503s
+never reach it. Every 503 counts as shed and every 429 as rate-limited, by
+route class (as admission control classes them), whichever layer sent it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from spyglass.metrics import Metrics
+from spyglass.middleware.route_class import route_class
+from spyglass.middleware.route_template import route_template
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class MetricsMiddleware:
+    """Records each HTTP request's route, method, status and duration; other scopes pass."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        metrics = self.metrics
+        started = time.perf_counter()
+        status = 500  # what the client gets if the app raises before answering
+
+        async def send_and_watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_and_watch)
+        finally:
+            metrics.in_flight.dec()
+            seconds = time.perf_counter() - started
+            method = scope["method"] if scope["method"] in METHODS else "OTHER"
+            route = route_template(scope)
+            metrics.requests.labels(route, method, str(status)).inc()
+            metrics.latency.labels(route, method).observe(seconds)
+            if status == 503:
+                metrics.shed.labels(route_class(method, scope["path"])).inc()
+            elif status == 429:
+                metrics.rate_limited.labels(route_class(method, scope["path"])).inc()

@@ -1,0 +1,63 @@
+"""Which budget a request draws on: its *route class*.
+
+Admission control and the body size limit give each class its own budget, so a
+flood of one kind of work cannot starve another (ingest cannot starve search).
+The classes:
+
+``search``  expensive reads: vector, text, image and face queries.
+``ingest``  writes: upserts, uploads, deletes, creating and dropping collections.
+``admin``   operator routes (``/admin/*``, ``/status``).
+``health``  probes and metrics (``/livez``, ``/readyz``, ``/metrics``); never shed,
+            so a load balancer does not take a busy worker for a dead one.
+``other``   everything else: cheap reads (``GET`` an item or collection), docs.
+
+Classification looks only at the method and the path, so it runs before routing
+and costs no more than splitting the path. A new route that does real work must
+be added here; ``tests/middleware/test_admission.py`` fails until it is.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+SEARCH: Final = "search"
+INGEST: Final = "ingest"
+ADMIN: Final = "admin"
+HEALTH: Final = "health"
+OTHER: Final = "other"
+
+ROUTE_CLASSES: Final = (SEARCH, INGEST, ADMIN, HEALTH, OTHER)
+
+_HEALTH_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
+# POST /collections/{name}/<rest>
+_COLLECTION_SEARCH = frozenset(
+    {("search",), ("search", "batch"), ("search", "upload"), ("identify",)}
+)
+_COLLECTION_INGEST = frozenset({("items",), ("items", "upload"), ("delete",), ("faces",)})
+# POST at the top level: compatibility routes of the apps Spyglass replaces.
+_TOP_SEARCH_POST = frozenset({"/search_by_image", "/search_by_text", "/upload"})
+_READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+def route_class(method: str, path: str) -> str:
+    """The route class of ``method path``: one of :data:`ROUTE_CLASSES`."""
+    method = method.upper()
+    if path in _HEALTH_PATHS:
+        return HEALTH
+    if path == "/status" or path == "/admin" or path.startswith("/admin/"):
+        return ADMIN
+    parts = tuple(p for p in path.split("/") if p)
+    if len(parts) >= 2 and parts[0] == "collections":
+        rest = parts[2:]
+        if not rest:
+            return INGEST if method in {"PUT", "DELETE"} else OTHER
+        if method == "POST" and rest in _COLLECTION_SEARCH:
+            return SEARCH
+        if method == "POST" and rest in _COLLECTION_INGEST:
+            return INGEST
+        return OTHER
+    if path == "/search" and method in _READ_METHODS:  # Chromatica palette search
+        return SEARCH
+    if path in _TOP_SEARCH_POST and method == "POST":
+        return SEARCH
+    return OTHER
