@@ -38,7 +38,12 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
     workers: int = Field(
-        1, ge=1, le=64, description="Worker processes; they share one data directory and index."
+        0,
+        ge=0,
+        le=64,
+        description="Worker processes; they share one data directory and index. 0: one per CPU"
+        " core (search is CPU-bound, and FAISS releases the GIL, so a core per worker keeps"
+        " every core busy; each extra worker costs its own model sessions, not the index).",
     )
     log_level: str = Field("info", description="Log level: debug, info, warning or error.")
     max_k: int = Field(1000, ge=1, description="Largest k a search may ask for.")

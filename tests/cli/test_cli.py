@@ -128,7 +128,7 @@ def test_user_mistakes_are_one_line_and_a_non_zero_exit(tmp_path: Path) -> None:
         spyglass("search", "x", "hello", "--filter", "{bad", "--data-dir", data), "--filter"
     )
     assert_user_error(spyglass("search", "x", "hello", "-k", "0", "--data-dir", data), "-k")
-    assert_user_error(spyglass("serve", "--workers", "0", "--data-dir", data), "workers")
+    assert_user_error(spyglass("serve", "--workers", "-1", "--data-dir", data), "workers")
     assert_user_error(spyglass("serve", "--port", "http"), "--port")
     (tmp_path / "conf.toml").write_text('colour = "blue"\n')
     assert_user_error(spyglass("serve", "--config", tmp_path / "conf.toml"), "colour")

@@ -88,6 +88,8 @@ def run_server(settings: Settings) -> None:
     from spyglass.metrics import multiproc_dir
     from spyglass.middleware.access_log import log_config
 
+    if settings.workers == 0:
+        settings = settings.model_copy(update={"workers": os.cpu_count() or 1})
     os.environ[SETTINGS_ENV] = settings.model_dump_json()
     console.print(
         f"Spyglass {__version__} on http://{settings.host}:{settings.port} "
