@@ -257,9 +257,8 @@ class Engine:
             elif kind == "colors":
                 self._takes(encoder, info, "colors", at("colors"))
                 assert encoder is not None and request.colors is not None
-                vectors[i] = encoder.encode_palette(request.colors, request.weights, at("colors"))[
-                    0
-                ]
+                palette = encoder.encode_palette(request.colors, request.weights, at("colors"))
+                vectors[i] = palette[0]
             else:
                 self._takes(encoder, info, "image", at(kind))
                 assert encoder is not None
@@ -276,11 +275,10 @@ class Engine:
         queries = []
         for i, request in enumerate(requests):
             flt = filters.parse(request.filter, field=_at(field, i, "filter"))
-            k = max(request.k, self.settings.rerank_candidates) if reranked[i] else request.k
             queries.append(
                 Query(
                     vector=vectors[i],
-                    k=min(k, self.settings.max_k) if not reranked[i] else k,
+                    k=max(request.k, self.settings.rerank_candidates) if reranked[i] else request.k,
                     filter=flt,
                     ef=request.ef,
                     exact=request.exact,
