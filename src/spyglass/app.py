@@ -18,6 +18,7 @@ from spyglass.metrics import Metrics, multiprocess_dir_from_environment
 from spyglass.middleware.access_log import install_request_log
 from spyglass.middleware.admission import Budget, install_admission
 from spyglass.middleware.body_limit import install_body_limit
+from spyglass.middleware.rate_limit import install_rate_limit
 from spyglass.middleware.security_headers import install_security_headers
 from spyglass.routes import (
     chromatica,
@@ -57,6 +58,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.ready = True
             yield
         finally:
+            await app.state.rate_limiter.close()
             executor.shutdown(wait=True)
             store.close()
 
@@ -89,7 +91,8 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
 
     A request meets: request id and access log, security headers (and CORS when
     configured), metrics (outside the layers that refuse, so it counts their
-    413s and 503s), the body size limit, then admission control.
+    413s, 429s and 503s), the body size limit, the rate limit, then admission
+    control.
     """
     wait = settings.admission_queue_wait_ms
     install_admission(
@@ -112,6 +115,19 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
             wait,
             settings.request_timeout_s,
         ),
+        retry_after_s=settings.retry_after_s,
+    )
+    install_rate_limit(
+        app,
+        limits_by_class={
+            "search": settings.rate_limit_search,
+            "ingest": settings.rate_limit_ingest,
+            "other": settings.rate_limit_other,
+            "admin": settings.rate_limit_admin,
+        },
+        storage_uri=settings.redis_url,
+        fail_open=settings.rate_limit_fail_open,
+        trusted_proxies=[cidr for cidr in settings.trusted_proxies.split(",") if cidr.strip()],
         retry_after_s=settings.retry_after_s,
     )
     install_body_limit(

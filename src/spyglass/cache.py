@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import orjson
+import redis
 
 from spyglass.stores.base import Hit
 
@@ -146,10 +147,6 @@ class RedisCache:
         retry_s: float = 1.0,
         on_lookup: OnLookup | None = None,
     ) -> None:
-        try:
-            import redis
-        except ImportError as exc:  # pragma: no cover - redis is a base dependency
-            raise ImportError("the Redis cache needs the redis package") from exc
         self._redis = redis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
@@ -169,7 +166,7 @@ class RedisCache:
         if self._up():
             try:
                 value = self._redis.get(self._prefix + key)
-            except Exception as exc:  # noqa: BLE001 - any Redis failure is a miss
+            except Exception as exc:  # any Redis failure is a miss
                 self._failed(exc)
                 value = None
         hit = isinstance(value, bytes)
@@ -182,7 +179,7 @@ class RedisCache:
             return
         try:
             self._redis.set(self._prefix + key, value, ex=self.ttl_s)
-        except Exception as exc:  # noqa: BLE001 - a lost write only costs a later miss
+        except Exception as exc:  # a lost write only costs a later miss
             self._failed(exc)
 
     def close(self) -> None:
@@ -256,7 +253,9 @@ def load_hits(data: bytes) -> list[Hit]:
     """The hits :func:`dump_hits` wrote; ``ValueError`` if ``data`` is not such a list."""
     try:
         rows = orjson.loads(data)
-        return [Hit(id=r["id"], score=r["score"], payload=r["payload"], text=r["text"]) for r in rows]
+        return [
+            Hit(id=r["id"], score=r["score"], payload=r["payload"], text=r["text"]) for r in rows
+        ]
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
         raise ValueError(f"not cached hits: {exc}") from exc
 

@@ -186,6 +186,35 @@ class Settings(BaseSettings):
         1024 * 1024, ge=1024, description="Largest body of any other request."
     )
 
+    redis_url: str | None = Field(
+        None,
+        description="Redis for limits shared by every worker and machine"
+        " (redis://host:6379/0); unset: each worker counts alone.",
+    )
+    rate_limit_search: str = Field(
+        "",
+        description="Search requests per caller (API key, else client address) in limits"
+        ' notation, burst then sustained: "100/second;3000/minute". Empty: no limit.',
+    )
+    rate_limit_ingest: str = Field(
+        "", description='Write requests per caller, e.g. "20/second;600/minute". Empty: no limit.'
+    )
+    rate_limit_other: str = Field(
+        "", description='Other requests per caller, e.g. "200/second". Empty: no limit.'
+    )
+    rate_limit_admin: str = Field(
+        "", description='Admin requests per caller, e.g. "10/second". Empty: no limit.'
+    )
+    rate_limit_fail_open: bool = Field(
+        True,
+        description="When Redis is unreachable, let requests through (and warn) instead of"
+        " answering 503.",
+    )
+    trusted_proxies: str = Field(
+        "",
+        description="Comma-separated addresses or CIDRs of proxies whose X-Forwarded-For is"
+        " believed when finding the client address.",
+    )
     log_json: bool = Field(
         True,
         description="Write every log line as one JSON object (the access log: request id, route,"

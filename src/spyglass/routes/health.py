@@ -32,6 +32,11 @@ async def readyz(request: Request) -> JSONResponse:
     for name, why in getattr(request.app.state, "encoder_failures", {}).items():
         checks[f"encoder {name}"] = why
         ok = False
+    limiter = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None and engine(request).settings.redis_url:
+        checks["redis"] = await limiter.check()
+        if checks["redis"] != "ok" and not engine(request).settings.rate_limit_fail_open:
+            ok = False
     try:
         await run(request, engine(request).store.check)
         checks["store"] = "ok"
