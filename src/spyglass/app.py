@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from starlette.routing import Route
 
 from spyglass import __version__, problems
+from spyglass.cache import open_cache
 from spyglass.engine import Engine
 from spyglass.metrics import Metrics, multiprocess_dir_from_environment
 from spyglass.middleware.access_log import install_request_log
@@ -45,7 +46,15 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = open_store(settings)
-        engine = Engine(settings, store)
+        cache = None
+        if settings.redis_url or settings.cache_max_bytes:
+            cache = open_cache(
+                settings.redis_url,
+                settings.cache_max_bytes,
+                ttl_s=settings.cache_ttl_s,
+                on_lookup=app.state.metrics.cache,
+            )
+        engine = Engine(settings, store, cache)
         app.state.engine = engine
         executor = ThreadPoolExecutor(settings.search_threads, thread_name_prefix="spyglass")
         app.state.executor = executor
@@ -58,8 +67,13 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.ready = True
             yield
         finally:
-            await app.state.rate_limiter.close()
+            limiter = getattr(app.state, "rate_limiter", None)
+            if limiter is not None:
+                await limiter.close()
             executor.shutdown(wait=True)
+            engine.encoders.close()
+            if cache is not None:
+                cache.close()
             store.close()
 
     app = FastAPI(
@@ -117,19 +131,21 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
         ),
         retry_after_s=settings.retry_after_s,
     )
-    install_rate_limit(
-        app,
-        limits_by_class={
-            "search": settings.rate_limit_search,
-            "ingest": settings.rate_limit_ingest,
-            "other": settings.rate_limit_other,
-            "admin": settings.rate_limit_admin,
-        },
-        storage_uri=settings.redis_url,
-        fail_open=settings.rate_limit_fail_open,
-        trusted_proxies=[cidr for cidr in settings.trusted_proxies.split(",") if cidr.strip()],
-        retry_after_s=settings.retry_after_s,
-    )
+    limits = {
+        "search": settings.rate_limit_search,
+        "ingest": settings.rate_limit_ingest,
+        "other": settings.rate_limit_other,
+        "admin": settings.rate_limit_admin,
+    }
+    if any(limits.values()):  # no limits configured: no layer at all, not an empty one
+        install_rate_limit(
+            app,
+            limits_by_class=limits,
+            storage_uri=settings.redis_url,
+            fail_open=settings.rate_limit_fail_open,
+            trusted_proxies=[cidr for cidr in settings.trusted_proxies.split(",") if cidr.strip()],
+            retry_after_s=settings.retry_after_s,
+        )
     install_body_limit(
         app,
         search=settings.max_search_body_bytes,

@@ -17,8 +17,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from spyglass import filters
+from spyglass.cache import (
+    Cache,
+    dump_hits,
+    dump_vector,
+    embedding_key,
+    load_hits,
+    load_vector,
+    search_key,
+)
 from spyglass.encoders import ENCODERS, load_encoder
 from spyglass.encoders.base import Encoder
+from spyglass.encoders.batching import BatchingEncoder
 from spyglass.errors import ConfigError, InvalidRequest, PayloadTooLarge, Unavailable
 from spyglass.images import decode_base64_image, decode_image, fetch_image
 from spyglass.schema import CollectionIn, SearchIn
@@ -77,8 +87,22 @@ class Encoders:
                 encoder = self._loaded.get(name)
                 if encoder is None:
                     encoder = load_encoder(name, self._settings)
+                    settings = self._settings
+                    if "text" in encoder.inputs and settings.encoder_batch > 1:
+                        encoder = BatchingEncoder(
+                            encoder,
+                            settings.encoder_batch,
+                            settings.encoder_batch_wait_ms,
+                            settings.encoder_batch_workers,
+                        )
                     self._loaded[name] = encoder
         return encoder
+
+    def close(self) -> None:
+        """Stop the batching threads; calls after this run unbatched."""
+        for encoder in self._loaded.values():
+            if isinstance(encoder, BatchingEncoder):
+                encoder.close()
 
     def loaded(self) -> list[str]:
         return sorted(self._loaded)
@@ -87,10 +111,11 @@ class Encoders:
 class Engine:
     """Collections, items and search over one store, with one set of encoders."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, cache: Cache | None = None) -> None:
         self.settings = settings
         self.store = store
         self.encoders = Encoders(settings)
+        self.cache = cache
 
     def warm_up(self) -> dict[str, str]:
         """Load the encoders and indexes the existing collections use, so the first query
@@ -266,7 +291,7 @@ class Engine:
                 vectors[i] = _encode_images(encoder, [image], [at(kind)])[0]
         if texts:
             assert encoder is not None
-            rows = encoder.encode([requests[i].text or "" for i in texts])
+            rows = self._embed(encoder, [requests[i].text or "" for i in texts])
             vectors.update(zip(texts, rows, strict=True))
         reranked = [
             encoder is not None and request.rerank and kinds[i] in encoder.reranks
@@ -285,12 +310,52 @@ class Engine:
                     vectors=reranked[i],
                 )
             )
-        results = self.store.search(name, queries)
-        for i, request in enumerate(requests):
-            if reranked[i] and results[i]:
-                assert encoder is not None
-                results[i] = _rerank(encoder, vectors[i], results[i], request.k)
-        return results
+        keys = [
+            search_key(name, info.version, request.model_dump(mode="json"))
+            if self.cache is not None and kinds[i] in CACHED_KINDS
+            else None
+            for i, request in enumerate(requests)
+        ]
+        results: list[list[Hit] | None] = [self._cached_hits(key) for key in keys]
+        missing = [i for i, found in enumerate(results) if found is None]
+        if missing:
+            fresh = self.store.search(name, [queries[i] for i in missing])
+            for i, hits in zip(missing, fresh, strict=True):
+                if reranked[i] and hits:
+                    assert encoder is not None
+                    hits = _rerank(encoder, vectors[i], hits, requests[i].k)
+                key = keys[i]
+                if key is not None and self.cache is not None:
+                    self.cache.set(key, dump_hits(hits))
+                results[i] = hits
+        return [hits or [] for hits in results]
+
+    def _cached_hits(self, key: bytes | None) -> list[Hit] | None:
+        data = None if key is None or self.cache is None else self.cache.get(key)
+        if data is None:
+            return None
+        try:
+            return load_hits(data)
+        except ValueError:
+            return None
+
+    def _embed(self, encoder: Encoder, texts: list[str]) -> np.ndarray:
+        """Vectors of ``texts``, from the embedding cache where it has them."""
+        cache = self.cache
+        if cache is None:
+            return encoder.encode(texts)
+        keys = [embedding_key(encoder.name, text) for text in texts]
+        rows: list[np.ndarray | None] = []
+        for key in keys:
+            data = cache.get(key)
+            rows.append(None if data is None else load_vector(data))
+        missing = [i for i, row in enumerate(rows) if row is None or row.shape != (encoder.dim,)]
+        if missing:
+            encoded = encoder.encode([texts[i] for i in missing])
+            for i, row in zip(missing, encoded, strict=True):
+                rows[i] = row
+                cache.set(keys[i], dump_vector(row))
+        return np.stack([row for row in rows if row is not None])
 
     # checks
 
@@ -447,6 +512,10 @@ def _at(prefix: str, index: int, name: str) -> str:
 
 QUERY_KINDS = ("vector", "text", "image", "image_url", "colors")
 """What a search may give to find neighbours of; exactly one per query."""
+
+CACHED_KINDS = frozenset({"vector", "text", "colors"})
+"""Queries whose results are cached; an image costs more to key than to search again, and
+what a URL points at may change."""
 
 
 def _encode_images(encoder: Encoder, images: list[Image.Image], fields: list[str]) -> np.ndarray:

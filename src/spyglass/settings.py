@@ -215,6 +215,27 @@ class Settings(BaseSettings):
         description="Comma-separated addresses or CIDRs of proxies whose X-Forwarded-For is"
         " believed when finding the client address.",
     )
+    cache_max_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="Memory for each worker's cache of search results and text embeddings;"
+        " 0: off. Ignored when redis_url is set (the cache is then shared in Redis).",
+    )
+    cache_ttl_s: int = Field(
+        3600,
+        ge=1,
+        description="Seconds a Redis cache entry lives. Only bounds Redis memory: a write"
+        " makes older entries unreachable at once (the collection version is in the key).",
+    )
+    encoder_batch: int = Field(
+        32, ge=1, description="Most texts per micro-batch of concurrent encodes; 1: no batching."
+    )
+    encoder_batch_wait_ms: float = Field(
+        2.0, ge=0, description="How long a micro-batch waits for more texts after its first."
+    )
+    encoder_batch_workers: int = Field(
+        2, ge=1, description="Threads running micro-batches (one per core with encoder_threads 1)."
+    )
     log_json: bool = Field(
         True,
         description="Write every log line as one JSON object (the access log: request id, route,"
