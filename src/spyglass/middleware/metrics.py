@@ -15,6 +15,7 @@ route class (as admission control classes them), whichever layer sent it.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -31,6 +32,9 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # Label children by label values: ``.labels()`` costs more than the increment.
+        self._counted: dict[tuple[str, str, int], Any] = {}
+        self._timed: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -54,8 +58,15 @@ class MetricsMiddleware:
             seconds = time.perf_counter() - started
             method = scope["method"] if scope["method"] in METHODS else "OTHER"
             route = route_template(scope)
-            metrics.requests.labels(route, method, str(status)).inc()
-            metrics.latency.labels(route, method).observe(seconds)
+            counted = self._counted.get((route, method, status))
+            if counted is None:
+                counted = metrics.requests.labels(route, method, str(status))
+                self._counted[(route, method, status)] = counted
+            counted.inc()
+            timed = self._timed.get((route, method))
+            if timed is None:
+                timed = self._timed[(route, method)] = metrics.latency.labels(route, method)
+            timed.observe(seconds)
             if status == 503:
                 metrics.shed.labels(route_class(method, scope["path"])).inc()
             elif status == 429:

@@ -4,7 +4,7 @@ The id lets one request be followed through the access log, the server log and
 a client's own logs. A client (or a proxy in front of us) may send its own id;
 it is kept only when it is 1 to 128 characters of ``[A-Za-z0-9._-]``, so that
 nothing a client sends can forge log lines or smuggle markup into them.
-Anything else is replaced by a fresh ``uuid4`` hex.
+Anything else is replaced by a fresh random id (32 hex digits, as a uuid4's).
 
 The id is stored where the rest of the server can find it:
 
@@ -17,8 +17,8 @@ and it is returned to the client as the ``X-Request-ID`` response header.
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from contextvars import ContextVar
 
 from starlette.datastructures import MutableHeaders
@@ -32,14 +32,14 @@ current_request_id: ContextVar[str | None] = ContextVar("spyglass_request_id", d
 
 
 def request_id_from(scope: Scope) -> str:
-    """The client's X-Request-ID if it is sane, else a new uuid4 hex."""
+    """The client's X-Request-ID if it is sane, else 128 fresh random bits in hex."""
     for name, value in scope.get("headers", ()):
         if name == HEADER.encode():
             candidate: str = value.decode("latin-1")
             if SANE_ID.fullmatch(candidate):
                 return candidate
             break
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 class RequestIdMiddleware:
