@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from spyglass.app import create_app
 from spyglass.settings import Settings
@@ -28,3 +32,34 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://spyglass") as c:
             yield c
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real, throwaway redis-server on a free port, without persistence.
+
+    The test command installs redis-server, so a missing binary fails the test.
+    """
+    from tests.e2e.server import free_port
+
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is not installed; the test command installs it"
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    try:
+        for _ in range(500):  # until it answers (bounded; not a timing assertion)
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert process.poll() is None, "redis-server exited"
+                time.sleep(0.01)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(timeout=10)

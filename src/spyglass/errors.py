@@ -9,6 +9,7 @@
     │   ├── NotFound             404   unknown collection or item
     │   ├── Conflict             409   the collection exists with other settings
     │   ├── PayloadTooLarge      413   batch or body over the configured limit
+    │   ├── RateLimited          429   the caller is over its rate limit
     │   └── Unavailable          503   store or model not ready; retry later
     └── ConfigError                    bad settings or CLI input (one line, exit 2)
 
@@ -107,6 +108,14 @@ class PayloadTooLarge(ProblemError):
     status = 413
     slug = "payload-too-large"
     title = "Payload too large"
+
+
+class RateLimited(ProblemError):
+    """The caller is over one of its rate limits; retry after ``Retry-After``."""
+
+    status = 429
+    slug = "rate-limited"
+    title = "Too many requests"
 
 
 class Unavailable(ProblemError):

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from types import SimpleNamespace
 
 import httpx
@@ -22,6 +18,7 @@ from spyglass.middleware.rate_limit import (
     install_rate_limit,
     parse_networks,
 )
+from tests.e2e.server import free_port
 
 # Hour-long windows: no test depends on how fast it runs.
 ONE_AN_HOUR = {"search": "1/hour", "ingest": "1/hour", "other": "1/hour", "admin": "1/hour"}
@@ -79,12 +76,6 @@ def build_app(limits: dict[str, str], **options: object) -> tuple[FastAPI, RateL
 def client_for(app: FastAPI, ip: str = "192.0.2.1") -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app=app, client=(ip, 40000))
     return httpx.AsyncClient(transport=transport, base_url="http://t")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, object]:
@@ -194,32 +185,6 @@ def test_client_ip_picks_the_right_most_untrusted_hop() -> None:
 
 
 # --- Redis -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    """A real, throwaway redis-server on a free port (no persistence)."""
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is not installed; the test command installs it"
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--daemonize", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    try:
-        for _ in range(500):  # wait until it answers (bounded; not a timing assertion)
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert process.poll() is None, "redis-server exited"
-                time.sleep(0.01)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        client.close()
-        process.terminate()
-        process.wait()
 
 
 @pytest.fixture

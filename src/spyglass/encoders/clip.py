@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from spyglass.encoders.base import Encoder
 from spyglass.encoders.image import check_images
+from spyglass.encoders.onnx import cpu_session
 from spyglass.errors import ConfigError, InvalidRequest
 
 if TYPE_CHECKING:
@@ -187,7 +187,7 @@ class _Graph:
 
     def __init__(self, path: Path, threads: int) -> None:
         self.path = path
-        self.session = _load_session(path, threads)
+        self.session = cpu_session(path, threads, SETTING)
         inputs = self.session.get_inputs()
         masks = [i for i in inputs if i.name == "attention_mask"]
         main = [i for i in inputs if i.name != "attention_mask"]
@@ -352,23 +352,6 @@ def _token_id(tokenizer: Tokenizer, token: str, path: Path) -> int:
     if token_id is None:
         raise ConfigError(f"{path}: no {token} token; is this a CLIP tokenizer?")
     return int(token_id)
-
-
-def _load_session(path: Path, threads: int) -> ort.InferenceSession:
-    """A CPU session with ``threads`` intra-op threads, no inter-op pool and no arena.
-
-    Without the arena, memory a big batch took goes back after it (see text.py).
-    """
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.enable_cpu_mem_arena = False
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own, unexported exception types
-        raise ConfigError(f"{SETTING}: cannot load {path}: {exc}") from exc
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:

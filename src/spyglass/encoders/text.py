@@ -24,6 +24,7 @@ import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
 from spyglass.encoders.base import Encoder
+from spyglass.encoders.onnx import cpu_session
 from spyglass.errors import ConfigError, InvalidRequest
 
 #: The tokenizer that belongs to the packaged model.
@@ -84,7 +85,7 @@ class TextEncoder(Encoder):
         onnx_file, tokenizer_file, max_length = _locate(model_path)
         self._tokenizer, self._pad_id = _load_tokenizer(tokenizer_file, max_length)
         self._max_length = max_length
-        self._session = _load_session(onnx_file, threads)
+        self._session = cpu_session(onnx_file, threads)
         self._inputs = [i.name for i in self._session.get_inputs()]
         unknown = set(self._inputs) - _INPUT_NAMES
         if unknown:
@@ -262,22 +263,6 @@ def _pad_id(tokenizer: Tokenizer) -> int:
         if token_id is not None:
             return int(token_id)
     return 0
-
-
-def _load_session(path: Path, threads: int) -> ort.InferenceSession:
-    """A CPU session with ``threads`` intra-op threads and no inter-op pool."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # The arena keeps the peak of the largest batch ever run (1.3 GB after 64 x 256
-    # tokens, measured) in every worker for good; without it memory goes back.
-    options.enable_cpu_mem_arena = False
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own, unexported exception types
-        raise ConfigError(f"cannot load encoder model {path}: {exc}") from exc
 
 
 def _state_output(session: ort.InferenceSession, path: Path) -> str:

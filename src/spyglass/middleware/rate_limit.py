@@ -51,7 +51,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from spyglass.errors import PROBLEM_CONTENT_TYPE, ConfigError, ProblemError, Unavailable
+from spyglass.errors import (
+    PROBLEM_CONTENT_TYPE,
+    ConfigError,
+    RateLimited,
+    Unavailable,
+)
 from spyglass.middleware.route_class import HEALTH, route_class
 from spyglass.problems import problem_response
 
@@ -59,14 +64,6 @@ log = logging.getLogger(__name__)
 
 KEY_PREFIX = "spyglass-ratelimit"
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class RateLimited(ProblemError):
-    """429: the caller is over one of its rate limits; retry after ``Retry-After``."""
-
-    status = 429
-    slug = "rate-limited"
-    title = "Too many requests"
 
 
 @dataclass(frozen=True)
