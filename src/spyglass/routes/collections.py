@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from spyglass.routes.deps import engine, run
+from spyglass.routes.etag import tagged
 from spyglass.routes.fastjson import FastJSONRoute
 from spyglass.schema import CollectionIn, CollectionList, CollectionOut, IndexIn
 from spyglass.stores.base import CollectionInfo
@@ -42,15 +43,16 @@ async def create_collection(
 
 
 @router.get("", response_model=CollectionList)
-async def list_collections(request: Request) -> CollectionList:
+async def list_collections(request: Request) -> Response:
+    """Every collection, with an ETag for revalidation (``If-None-Match``)."""
     infos = await run(request, engine(request).store.list_collections)
-    return CollectionList(collections=[collection_out(info) for info in infos])
+    return tagged(request, CollectionList(collections=[collection_out(info) for info in infos]))
 
 
 @router.get("/{name}", response_model=CollectionOut)
-async def get_collection(name: str, request: Request) -> CollectionOut:
-    """Settings, item count and data version (changes on every write)."""
-    return collection_out(await run(request, engine(request).get_collection, name))
+async def get_collection(name: str, request: Request) -> Response:
+    """Settings, item count and data version (changes on every write), with an ETag."""
+    return tagged(request, collection_out(await run(request, engine(request).get_collection, name)))
 
 
 @router.delete("/{name}", status_code=204)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from spyglass.routes.deps import engine, run
+from spyglass.routes.etag import tagged
 from spyglass.routes.fastjson import FastJSONRoute
 from spyglass.schema import DeleteIn, DeleteOut, ItemOut, UpsertIn, UpsertOut
 
@@ -19,10 +20,11 @@ async def upsert(name: str, body: UpsertIn, request: Request) -> UpsertOut:
 
 
 @router.get("/items/{item_id:path}", response_model=ItemOut)
-async def get_item(name: str, item_id: str, request: Request) -> ItemOut:
-    """One item by id (ids may contain "/", as folder ingestion makes them)."""
+async def get_item(name: str, item_id: str, request: Request) -> Response:
+    """One item by id (ids may contain "/", as folder ingestion makes them), with an ETag."""
     item = await run(request, engine(request).get_item, name, item_id)
-    return ItemOut(id=item.id, vector=item.vector.tolist(), text=item.text, payload=item.payload)
+    out = ItemOut(id=item.id, vector=item.vector.tolist(), text=item.text, payload=item.payload)
+    return tagged(request, out)
 
 
 @router.post("/delete", response_model=DeleteOut)

@@ -1,0 +1,35 @@
+"""ETag and Cache-Control for the GET routes whose answers change only on writes.
+
+The tag is a hash of the answer itself, so it is exact without tracking anything:
+a client (or a proxy) revalidates with ``If-None-Match`` and gets ``304 Not
+Modified`` and no body while nothing was written. ``Cache-Control: no-cache``
+makes every use revalidate, since any worker may have taken a write meanwhile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import orjson
+from fastapi import Request, Response
+from pydantic import BaseModel
+
+CACHE_CONTROL = "no-cache"
+
+
+def tagged(request: Request, model: BaseModel) -> Response:
+    """``model`` as JSON with its ETag, or an empty 304 when the client has it already."""
+    body = orjson.dumps(model.model_dump(mode="json"))
+    tag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+    headers = {"ETag": tag, "Cache-Control": CACHE_CONTROL}
+    known = _tags(request.headers.get("if-none-match", ""))
+    if tag in known or "*" in known:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+def _tags(header: str) -> set[str]:
+    """The entity tags of an If-None-Match header (weak ones compare by their opaque part)."""
+    if header.strip() == "*":
+        return {"*"}
+    return {part.strip().removeprefix("W/") for part in header.split(",") if part.strip()}
