@@ -19,6 +19,7 @@ from spyglass.metrics import Metrics, multiprocess_dir_from_environment
 from spyglass.middleware.access_log import install_request_log
 from spyglass.middleware.admission import Budget, install_admission
 from spyglass.middleware.body_limit import install_body_limit
+from spyglass.middleware.crash_guard import CrashGuardMiddleware
 from spyglass.middleware.rate_limit import install_rate_limit
 from spyglass.middleware.security_headers import install_security_headers
 from spyglass.routes import (
@@ -105,9 +106,11 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
 
     A request meets: request id and access log, security headers (and CORS when
     configured), metrics (outside the layers that refuse, so it counts their
-    413s, 429s and 503s), the body size limit, the rate limit, then admission
-    control.
+    413s, 429s and 503s), the body size limit, the rate limit, admission
+    control, and innermost the crash guard, which turns a bug into a 500 problem
+    that the layers above still see (with its request id and headers).
     """
+    app.add_middleware(CrashGuardMiddleware)
     wait = settings.admission_queue_wait_ms
     install_admission(
         app,
