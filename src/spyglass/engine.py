@@ -323,7 +323,7 @@ class Engine:
             for i, hits in zip(missing, fresh, strict=True):
                 if reranked[i] and hits:
                     assert encoder is not None
-                    hits = _rerank(encoder, vectors[i], hits, requests[i].k)
+                    hits = rerank_hits(encoder, vectors[i], hits, requests[i].k)
                 key = keys[i]
                 if key is not None and self.cache is not None:
                     self.cache.set(key, dump_hits(hits))
@@ -533,15 +533,16 @@ def _encode_images(encoder: Encoder, images: list[Image.Image], fields: list[str
     raise AssertionError("the batch was refused but no image alone was")
 
 
-def _rerank(encoder: Encoder, query: np.ndarray, hits: list[Hit], k: int) -> list[Hit]:
-    """The ``k`` best of ``hits`` by the encoder's finer distance; score is minus it."""
+def rerank_hits(encoder: Encoder, query: np.ndarray, hits: list[Hit], k: int) -> list[Hit]:
+    """The ``k`` best of ``hits`` (fetched with their vectors) by the encoder's finer
+    distance; each score is minus that distance, and each hit keeps its vector."""
     candidates = np.stack([hit.vector for hit in hits if hit.vector is not None])
     distances = encoder.rerank(query, candidates)
     if distances is None:
         return hits[:k]
     order = np.argsort(distances, kind="stable")[:k]
     return [
-        Hit(id=hits[j].id, score=-float(distances[j]), payload=hits[j].payload, text=hits[j].text)
+        Hit(hits[j].id, -float(distances[j]), hits[j].payload, hits[j].text, hits[j].vector)
         for j in order.tolist()
     ]
 

@@ -70,9 +70,15 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(error, request)
 
 
-async def _on_bug(request: Request, exc: Exception) -> JSONResponse:
+def internal_error(request: Request) -> JSONResponse:
+    """The answer to a bug: logged with its traceback (call from an ``except``), no details
+    to the client."""
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem_response(ProblemError("internal error; see the server log"), request)
+
+
+async def _on_bug(request: Request, exc: Exception) -> JSONResponse:
+    return internal_error(request)
 
 
 def install(app: FastAPI) -> None:

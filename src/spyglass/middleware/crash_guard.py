@@ -9,15 +9,10 @@ problem, and the outer layers treat it like any other response.
 
 from __future__ import annotations
 
-import logging
-
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from spyglass.errors import ProblemError
-from spyglass.problems import problem_response
-
-log = logging.getLogger(__name__)
+from spyglass.problems import internal_error
 
 
 class CrashGuardMiddleware:
@@ -41,6 +36,4 @@ class CrashGuardMiddleware:
         except Exception:
             if started:  # too late for an answer: let the server close the connection
                 raise
-            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            error = ProblemError("internal error; see the server log")
-            await problem_response(error, Request(scope))(scope, receive, send)
+            await internal_error(Request(scope))(scope, receive, send)

@@ -20,7 +20,21 @@ UNMATCHED = "unmatched"
 
 
 def route_template(scope: Scope) -> str:
-    """The template of the route that handled ``scope``, or would have; else ``unmatched``."""
+    """The template of the route that handled ``scope``, or would have; else ``unmatched``.
+
+    Found once per request and kept in the scope: the access log and the metrics
+    both ask.
+    """
+    known = scope.get(_KEY)
+    if known is None:
+        known = scope[_KEY] = _find(scope)
+    return str(known)
+
+
+_KEY = "spyglass.route_template"
+
+
+def _find(scope: Scope) -> str:
     fastapi_state = scope.get("fastapi")
     if isinstance(fastapi_state, dict):
         template = getattr(fastapi_state.get("effective_route_context"), "path_format", None)

@@ -17,7 +17,7 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from spyglass.engine import Engine
+from spyglass.engine import Engine, rerank_hits
 from spyglass.errors import InvalidRequest
 from spyglass.routes.deps import engine, run
 from spyglass.stores import base
@@ -107,26 +107,21 @@ def palette_search(
     query = base.Query(vector=vector, k=candidates, vectors=True)
     [hits] = engine.store.search(name, [query])
     found = time.perf_counter()
-    distances = [-hit.score for hit in hits]
     if not fast_mode and hits:
-        reranked = encoder.rerank(vector, _stack(hits))
-        assert reranked is not None
-        order = sorted(range(len(hits)), key=lambda j: float(reranked[j]))
-        hits = [hits[j] for j in order]
-        distances = [float(reranked[j]) for j in order]
+        hits = rerank_hits(encoder, vector, hits, k)
     done = time.perf_counter()
     results = [
         {
             "image_id": hit.id,
             "file_path": hit.payload.get("file_path", hit.payload.get("file_name", hit.id)),
-            "distance": distance,
+            "distance": -hit.score,  # the L2 distance in fast mode, the EMD when reranked
             "rank": rank,
             "dominant_colors": [
                 color.hex
                 for color in encoder.dominant_colors(hit.vector)  # type: ignore[attr-defined]
             ],
         }
-        for rank, (hit, distance) in enumerate(zip(hits[:k], distances[:k], strict=False), 1)
+        for rank, hit in enumerate(hits[:k], 1)
     ]
     return {
         "query_id": str(uuid.uuid4()),
@@ -153,9 +148,3 @@ def _numbers(text: str) -> list[float]:
                 f"{part.strip()!r} is not a number", field=f"weights[{i}]"
             ) from None
     return values
-
-
-def _stack(hits: list[base.Hit]) -> Any:
-    import numpy as np
-
-    return np.stack([hit.vector for hit in hits if hit.vector is not None])

@@ -30,7 +30,7 @@ from spyglass.faces.identify import NO_FACE, Identification, identify
 from spyglass.faces.sessions import SessionTracker
 from spyglass.images import decode_image
 from spyglass.routes.deps import engine, run
-from spyglass.routes.uploads import Upload, _read
+from spyglass.routes.uploads import Upload, read_upload
 from spyglass.schema import UpsertOut
 from spyglass.stores.base import Query
 
@@ -80,7 +80,7 @@ async def enroll(
     """Enroll a person from photos; each photo's largest face becomes one item."""
     uploads = []
     for i, part in enumerate(file):
-        data = await _read(request, part, f"file[{i}]")
+        data = await read_upload(request, part, f"file[{i}]")
         digest = hashlib.sha256(data).hexdigest()[:16]
         payload = {"person": person, "file_name": part.filename or digest, "size_bytes": len(data)}
         uploads.append(Upload(id=f"{person}/{digest}", image=data, payload=payload))
@@ -99,7 +99,7 @@ async def identify_photo(
     threshold: Annotated[float | None, Form(gt=0, le=2)] = None,
 ) -> IdentifyOut:
     """Who is in the photo."""
-    data = await _read(request, file, "file")
+    data = await read_upload(request, file, "file")
     found = await run(request, _identify, engine(request), name, data, all_faces, threshold)
     first = found[0].identification
     return IdentifyOut(
@@ -119,7 +119,7 @@ async def upload(
     session_id: Annotated[str | None, Form(description="Frames of one camera session.")] = None,
 ) -> UploadOut:
     """The original client's identify call, with confirmation over a session's frames."""
-    data = await _read(request, file, "file")
+    data = await read_upload(request, file, "file")
     try:
         found = await run(request, _identify, engine(request), organize_name, data, False, None)
     except InvalidRequest as exc:

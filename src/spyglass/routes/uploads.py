@@ -54,7 +54,7 @@ async def upload_items(
     shared = _payload(payload)
     uploads = []
     for i, part in enumerate(file):
-        data = await _read(request, part, f"file[{i}]")
+        data = await read_upload(request, part, f"file[{i}]")
         item_id = ids[i] if ids else (part.filename or "")
         if not item_id:
             raise InvalidRequest("a file without a name needs an id", field=f"id[{i}]")
@@ -78,7 +78,7 @@ async def search_upload(
     """The k items most similar to an uploaded image (image, clip, color and face
     collections)."""
     started = time.perf_counter()
-    data = await _read(request, file, "file")
+    data = await read_upload(request, file, "file")
     flt = _json_object(filter, "filter") if filter is not None else None
     query = SearchIn(k=k, filter=flt, ef=ef, exact=exact, rerank=rerank)
     query = query.model_copy(update={"image": data})  # raw bytes: the engine decodes them
@@ -87,7 +87,7 @@ async def search_upload(
     return Response(orjson.dumps(content), media_type="application/json")
 
 
-async def _read(request: Request, part: UploadFile, field: str) -> bytes:
+async def read_upload(request: Request, part: UploadFile, field: str) -> bytes:
     """The file's bytes, refusing more than ``max_image_bytes`` before reading them all."""
     limit: int = engine(request).settings.max_image_bytes
     data = await part.read(limit + 1)
