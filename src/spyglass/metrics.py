@@ -161,14 +161,52 @@ class Metrics:
         registry = CollectorRegistry(auto_describe=False)
         if self.multiprocess_dir is not None:
             reap_dead_workers(self.multiprocess_dir)
-            multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
-                registry, path=str(self.multiprocess_dir)
-            )
+            _WorkerFiles(self.multiprocess_dir, registry)
         else:
             registry.register(_Forward(self.registry))
         for collector in extra:
             registry.register(collector)
         return generate_latest(registry)
+
+
+class _WorkerFiles(Collector):
+    """Every worker's metric files, summed, skipping a file a starting worker has only
+    just created.
+
+    prometheus-client's own collector reads every ``*.db`` file and fails on one
+    that is still empty (a worker that uvicorn just started, or restarted, creates
+    its files as its first metrics appear); such a file holds no values yet.
+    """
+
+    def __init__(self, path: Path, registry: CollectorRegistry) -> None:
+        self.path = path
+        registry.register(self)
+
+    def collect(self) -> Iterable[Metric]:
+        for attempt in range(3):
+            try:
+                merged: Iterable[Metric] = multiprocess.MultiProcessCollector.merge(  # type: ignore[no-untyped-call]
+                    self._settled(), accumulate=True
+                )
+                return merged
+            except FileNotFoundError:  # a dead worker's live gauge, reaped by another scrape
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _settled(self) -> list[str]:
+        files = []
+        for file in self.path.glob("*.db"):
+            try:
+                if file.stat().st_size >= _HEADER_BYTES:
+                    files.append(str(file))
+            except FileNotFoundError:
+                continue
+        return files
+
+
+_HEADER_BYTES = 8
+"""A metric file starts with its used length and padding; shorter is still being made."""
 
 
 class _Forward(Collector):

@@ -109,6 +109,8 @@ def test_totals_are_summed_over_both_workers(server: tuple[str, Path]) -> None:
         sent, pids = spread(client, url)
         assert len(pids) == 2
 
+        # A worker that is just starting has created its file but written nothing yet.
+        (prom / "counter_1.db").touch()
         # Whichever worker answers the scrape, it reports the server's totals.
         for _ in range(6):
             samples = scrape(client, url)
@@ -128,7 +130,7 @@ def test_totals_are_summed_over_both_workers(server: tuple[str, Path]) -> None:
             # Only the scrape itself is in flight, summed over the live workers.
             assert values(samples, "spyglass_http_requests_in_flight") == [1]
     # Both workers wrote their own files in the directory handed down.
-    assert len(list(prom.glob("counter_*.db"))) == 2
+    assert len([f for f in prom.glob("counter_*.db") if f.stat().st_size]) == 2
 
 
 def test_a_killed_worker_keeps_its_counts_and_drops_its_live_gauge(
