@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -13,16 +14,19 @@ from fastapi import FastAPI
 from starlette.routing import Route
 
 from spyglass import __version__, problems
+from spyglass.auth.keys import KeyRing, KeyStore
 from spyglass.cache import open_cache
 from spyglass.engine import Engine
 from spyglass.metrics import Metrics, multiprocess_dir_from_environment
 from spyglass.middleware.access_log import install_request_log
 from spyglass.middleware.admission import Budget, install_admission
+from spyglass.middleware.auth import install_auth
 from spyglass.middleware.body_limit import install_body_limit
 from spyglass.middleware.crash_guard import CrashGuardMiddleware
 from spyglass.middleware.rate_limit import install_rate_limit
 from spyglass.middleware.security_headers import install_security_headers
 from spyglass.routes import (
+    admin,
     chromatica,
     collections,
     faces,
@@ -44,8 +48,12 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings) -> FastAPI:
     """The Spyglass API for ``settings``; the store and models open in the lifespan."""
 
+    key_store = KeyStore(settings.data_dir)
+    admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.started_at = time.time()
         store = open_store(settings)
         cache = None
         if settings.redis_url or settings.cache_max_bytes:
@@ -76,6 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
             if cache is not None:
                 cache.close()
             store.close()
+            key_store.close()
 
     app = FastAPI(
         title="Spyglass",
@@ -84,11 +93,11 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
-    install_middleware(app, settings)
+    install_middleware(app, settings, KeyRing(key_store, admin_key))
     app.router.routes.append(
         Route("/collections/{name}/search", search.lean_search, methods=["POST"])
     )
-    routers = (health, collections, items, search, uploads, faces, findthisfit, chromatica)
+    routers = (health, admin, collections, items, search, uploads, faces, findthisfit, chromatica)
     for module in routers:
         app.include_router(module.router)
     return app
@@ -101,14 +110,16 @@ def app_from_environment() -> FastAPI:
     return create_app(settings)
 
 
-def install_middleware(app: FastAPI, settings: Settings) -> None:
+def install_middleware(app: FastAPI, settings: Settings, ring: KeyRing) -> None:
     """The middleware stack, outermost last (``add_middleware`` wraps what came before).
 
     A request meets: request id and access log, security headers (and CORS when
     configured), metrics (outside the layers that refuse, so it counts their
-    413s, 429s and 503s), the body size limit, the rate limit, admission
-    control, and innermost the crash guard, which turns a bug into a 500 problem
-    that the layers above still see (with its request id and headers).
+    401s, 413s, 429s and 503s), authentication (before the body is read or a
+    slot taken; it also names the caller the rate limit counts), the body size
+    limit, the rate limit, admission control, and innermost the crash guard,
+    which turns a bug into a 500 problem that the layers above still see (with
+    its request id and headers).
     """
     app.add_middleware(CrashGuardMiddleware)
     wait = settings.admission_queue_wait_ms
@@ -155,6 +166,7 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
         ingest=settings.max_ingest_body_bytes,
         other=settings.max_body_bytes,
     )
+    install_auth(app, ring, metrics_public=settings.metrics_public)
     install_metrics(app, Metrics(multiprocess_dir_from_environment()))
     origins = [origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()]
     install_security_headers(

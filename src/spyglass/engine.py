@@ -67,7 +67,8 @@ class ItemLike(Protocol):
 
 
 MAX_PAYLOAD_DEPTH = 32
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+#: A collection name, qualified by its tenant (``acme~products``) unless the default tenant's.
+NAME_PATTERN = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,63}~)?[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 ENCODER_NAMES = ("none", *ENCODERS)
 
 
@@ -481,7 +482,8 @@ def check_options(encoder: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_name(name: str) -> None:
-    """Collection names: 1-64 letters, digits, '_', '-', '.', starting with a letter or digit."""
+    """Collection names: 1-64 letters, digits, '_', '-', '.', starting with a letter or digit
+    (after the ``tenant~`` of a tenant's collection)."""
     if not NAME_PATTERN.fullmatch(name):
         raise InvalidRequest(
             f"bad collection name {name!r}: use 1-64 letters, digits, '_', '-' or '.',"

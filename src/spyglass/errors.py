@@ -6,7 +6,9 @@
     ├── ProblemError                   rendered over HTTP as RFC 9457 problem+json
     │   ├── InvalidRequest       422   a field of the request is wrong (names the field)
     │   │   └── FilterError      422   the filter does not parse
-    │   ├── NotFound             404   unknown collection or item
+    │   ├── Unauthorized         401   no API key, or one that is unknown or revoked
+    │   ├── Forbidden            403   the key lacks the scope the route needs
+    │   ├── NotFound             404   unknown collection or item (or another tenant's)
     │   ├── Conflict             409   the collection exists with other settings
     │   ├── PayloadTooLarge      413   batch or body over the configured limit
     │   ├── RateLimited          429   the caller is over its rate limit
@@ -90,6 +92,23 @@ class MalformedBody(ProblemError):
     status = 400
     slug = "malformed-body"
     title = "Malformed request body"
+
+
+class Unauthorized(ProblemError):
+    """No valid API key; ``WWW-Authenticate`` tells the client how to send one."""
+
+    status = 401
+    slug = "unauthorized"
+    title = "Unauthorized"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="spyglass"'})
+
+
+class Forbidden(ProblemError):
+    status = 403
+    slug = "forbidden"
+    title = "Forbidden"
 
 
 class NotFound(ProblemError):

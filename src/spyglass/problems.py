@@ -20,9 +20,14 @@ from spyglass.errors import PROBLEM_CONTENT_TYPE, InvalidRequest, MalformedBody,
 log = logging.getLogger(__name__)
 
 
+#: Where the auth layer keeps the path the client sent, before tenant qualification.
+CLIENT_PATH = "spyglass.client_path"
+
+
 def problem_response(error: ProblemError, request: Request) -> JSONResponse:
+    """The problem document of ``error``; ``instance`` is the path as the client sent it."""
     return JSONResponse(
-        error.to_problem(instance=request.url.path),
+        error.to_problem(instance=request.scope.get(CLIENT_PATH) or request.url.path),
         status_code=error.status,
         headers=error.headers,
         media_type=PROBLEM_CONTENT_TYPE,

@@ -13,8 +13,9 @@ import json
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -236,6 +237,23 @@ class Settings(BaseSettings):
     encoder_batch_workers: int = Field(
         2, ge=1, description="Threads running micro-batches (one per core with encoder_threads 1)."
     )
+    admin_key: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="An operator key with every scope (read, write, admin) for the default"
+        " tenant, from the environment or a secret store; at least 16 characters. Other keys:"
+        " `spyglass keys create`.",
+    )
+    insecure: bool = Field(
+        False,
+        description="Serve without any API key on an address other than loopback (refused"
+        " otherwise: an open server answers anyone who can reach it).",
+    )
+    metrics_public: bool = Field(
+        False,
+        description="Serve /metrics without a key (for a scraper on a private network);"
+        " otherwise it needs an admin key.",
+    )
     log_json: bool = Field(
         True,
         description="Write every log line as one JSON object (the access log: request id, route,"
@@ -353,3 +371,32 @@ def settings_table() -> list[tuple[str, str, str, str]]:
         default = "" if field.default is None else str(field.default)
         rows.append((name, ENV_PREFIX + name.upper(), default, field.description or ""))
     return rows
+
+
+def settings_json(settings: Settings) -> str:
+    """Every setting as JSON, secrets included: what ``spyglass serve`` hands its workers."""
+    values = settings.model_dump(mode="json")
+    for name, value in settings:
+        if isinstance(value, SecretStr):
+            values[name] = value.get_secret_value()
+    return json.dumps(values)
+
+
+def masked_settings(settings: Settings) -> dict[str, Any]:
+    """Every setting as JSON values, with secrets and URL passwords replaced by ``***``."""
+    values = settings.model_dump(mode="json")
+    for name, value in settings:
+        if isinstance(value, SecretStr):
+            values[name] = "***"
+        elif isinstance(value, str) and "://" in value:
+            values[name] = _mask_url(value)
+    return values
+
+
+def _mask_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    user = f"{parts.username}:" if parts.username else ":"
+    return urlunsplit(parts._replace(netloc=f"{user}***@{netloc}"))

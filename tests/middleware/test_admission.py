@@ -241,6 +241,10 @@ EXPECTED = {
     ("POST", "/search_by_image"): "search",
     ("POST", "/search_by_text"): "search",
     ("GET", "/search"): "search",
+    ("POST", "/admin/keys"): "admin",
+    ("GET", "/admin/keys"): "admin",
+    ("DELETE", "/admin/keys/{key_id}"): "admin",
+    ("GET", "/status"): "admin",
 }
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from spyglass.app import create_app
+from spyglass.auth.keys import KeyStore
 from spyglass.middleware.access_log import (
     ACCESS_LOGGER,
     JsonFormatter,
@@ -37,18 +37,6 @@ class Records(logging.Handler):
         self.records.append(record)
 
 
-class SetsTenant:
-    """Stands in for the auth layer: records the caller's tenant in the scope state."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope["state"] = {**scope.get("state", {}), "tenant": "acme"}
-        await self.app(scope, receive, send)
-
-
 @pytest.fixture
 def access() -> Iterator[Records]:
     handler = Records()
@@ -61,14 +49,17 @@ def access() -> Iterator[Records]:
     logger.setLevel(before)
 
 
-async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+async def serve(app: FastAPI, key: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 4711))
-        async with httpx.AsyncClient(transport=transport, base_url="http://spyglass") as c:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://spyglass", headers=headers
+        ) as c:
             yield c
 
 
-def build(tmp_path: Path, tenant: bool = False) -> FastAPI:
+def build(tmp_path: Path) -> FastAPI:
     app: FastAPI = create_app(conftest.test_settings(tmp_path / "data"))
 
     async def logs_something() -> dict[str, str]:
@@ -76,8 +67,6 @@ def build(tmp_path: Path, tenant: bool = False) -> FastAPI:
         return {"ok": "yes"}
 
     app.add_api_route("/test/logs", logs_something)
-    if tenant:
-        app.add_middleware(SetsTenant)  # outermost here; the request id layer keeps its state
     return app
 
 
@@ -88,8 +77,17 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-async def tenant_client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    async for c in serve(build(tmp_path, tenant=True)):
+def acme_key(tmp_path: Path) -> str:
+    store = KeyStore(tmp_path / "data")
+    try:
+        return store.create("acme", ["read", "write"]).key
+    finally:
+        store.close()
+
+
+@pytest.fixture
+async def tenant_client(tmp_path: Path, acme_key: str) -> AsyncIterator[httpx.AsyncClient]:
+    async for c in serve(build(tmp_path), acme_key):
         yield c
 
 
@@ -137,7 +135,7 @@ async def test_one_json_access_line_with_the_route_template(
     assert fields["method"] == "POST"
     assert fields["request_id"] == "req-42"
     assert isinstance(fields["duration_ms"], float) and fields["duration_ms"] >= 0
-    assert fields["tenant"] is None
+    assert fields["tenant"] == "default"  # an open server: everyone is the default tenant
     assert fields["client"] == "203.0.113.7"
     assert fields["logger"] == ACCESS_LOGGER
 
@@ -153,14 +151,14 @@ async def test_unrouted_requests_are_logged_as_unmatched(
     assert "secret-thing" not in FORMAT.format(access.records[-1])
 
 
-async def test_the_tenant_an_auth_layer_sets_is_logged(
+async def test_the_tenant_of_the_key_is_logged(
     tenant_client: httpx.AsyncClient, access: Records
 ) -> None:
-    response = await tenant_client.get("/livez")
+    response = await tenant_client.get("/collections")
     assert response.status_code == 200
     fields = json.loads(FORMAT.format(access.records[-1]))
     assert fields["tenant"] == "acme"
-    assert fields["route"] == "/livez"
+    assert fields["route"] == "/collections"
     assert fields["status"] == 200
 
 
@@ -177,30 +175,26 @@ async def test_lines_inside_a_request_carry_its_id(
 
 
 async def test_secrets_and_bodies_never_reach_the_log(
-    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+    tenant_client: httpx.AsyncClient, acme_key: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    secret_headers = {"Authorization": "Bearer s3cret", "X-API-Key": "s3cret"}
+    wrong = {"Authorization": "Bearer sg_000000000000_s3cret", "X-API-Key": "s3cret"}
     answers = [
-        await client.post(
-            "/collections/docs/search",
-            json={"text": "s3cret", "k": 1},
-            headers=secret_headers,
-        ),
-        await client.post(
-            "/collections/docs/search", content=b"{not json s3cret", headers=secret_headers
-        ),
-        await client.get("/livez?token=s3cret", headers=secret_headers),
+        await tenant_client.post("/collections/docs/search", json={"text": "s3cret", "k": 1}),
+        await tenant_client.post("/collections/docs/search", content=b"{not json s3cret"),
+        await tenant_client.get("/livez?token=s3cret"),
+        await tenant_client.post("/collections/docs/search", json={"k": 1}, headers=wrong),
     ]
-    assert [a.status_code for a in answers] == [404, 400, 200]
+    assert [a.status_code for a in answers] == [404, 400, 200, 401]
     access = [r for r in caplog.records if r.name == ACCESS_LOGGER]
-    assert len(access) == 3
+    assert len(access) == 4
     server_side = [r for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))]
-    assert len(server_side) >= 3
+    assert len(server_side) >= 4
     for record in server_side:
-        assert "s3cret" not in FORMAT.format(record)
-        assert "s3cret" not in record.getMessage()
-        assert "s3cret" not in repr(record.__dict__)
+        for secret in ("s3cret", acme_key, acme_key.rpartition("_")[2]):
+            assert secret not in FORMAT.format(record)
+            assert secret not in record.getMessage()
+            assert secret not in repr(record.__dict__)
 
 
 def test_the_formatter_writes_exceptions_into_the_json_line() -> None:

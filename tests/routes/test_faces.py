@@ -103,7 +103,7 @@ async def test_upload_confirms_a_person_over_a_session(org: httpx.AsyncClient) -
 async def test_upload_mistakes_are_problems(org: httpx.AsyncClient) -> None:
     problem(await org.post("/upload", files=photo(ASTRONAUT)), 422, "organize_name")
     r = await org.post("/upload", files=photo(ASTRONAUT), data={"organize_name": "nobody"})
-    problem(r, 404, "name")
+    problem(r, 404, "organize_name")
     problem(
         await org.post("/upload", files=photo(b"not an image"), data={"organize_name": "acme"}),
         422,

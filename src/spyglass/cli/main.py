@@ -27,7 +27,7 @@ from spyglass.cli.options import setting_options
 from spyglass.engine import Engine
 from spyglass.errors import ConfigError, ProblemError, SpyglassError
 from spyglass.schema import SearchIn
-from spyglass.settings import Settings, load_settings, settings_table
+from spyglass.settings import Settings, load_settings, settings_json, settings_table
 from spyglass.stores import open_store
 
 console = Console()
@@ -90,7 +90,7 @@ def run_server(settings: Settings) -> None:
 
     if settings.workers == 0:
         settings = settings.model_copy(update={"workers": os.cpu_count() or 1})
-    os.environ[SETTINGS_ENV] = settings.model_dump_json()
+    os.environ[SETTINGS_ENV] = settings_json(settings)
     console.print(
         f"Spyglass {__version__} on http://{settings.host}:{settings.port} "
         f"({settings.workers} worker{'s' if settings.workers > 1 else ''}, data in "

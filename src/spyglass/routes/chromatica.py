@@ -17,6 +17,7 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from spyglass.auth.tenancy import collection_for
 from spyglass.engine import Engine, rerank_hits
 from spyglass.errors import InvalidRequest
 from spyglass.routes.deps import engine, run
@@ -64,7 +65,8 @@ async def search(
     fast_mode: Annotated[bool, Query(description="Skip the rerank: index order only.")] = False,
 ) -> Response:
     """Images whose palettes are closest to a weighted color query."""
-    body = await run(request, palette_search, engine(request), colors, weights, k, fast_mode)
+    name = collection_for(request, engine(request).settings.compat_color_collection)
+    body = await run(request, palette_search, engine(request), name, colors, weights, k, fast_mode)
     return Response(render(body), media_type="application/json")
 
 
@@ -83,7 +85,7 @@ def render(body: dict[str, Any]) -> bytes:
 
 
 def palette_search(
-    engine: Engine, colors: str, weights: str | None, k: int, fast_mode: bool
+    engine: Engine, name: str, colors: str, weights: str | None, k: int, fast_mode: bool
 ) -> dict[str, Any]:
     """The Chromatica answer; blocking (runs in the worker's thread pool)."""
     started = time.perf_counter()
@@ -94,7 +96,6 @@ def palette_search(
         )
     hexes = [part.strip() for part in colors.split(",")]
     mass = None if weights is None else _numbers(weights)
-    name = settings.compat_color_collection
     info = engine.get_collection(name)
     if info.spec.encoder != "color":
         raise InvalidRequest(

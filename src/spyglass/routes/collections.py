@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
+from spyglass.auth.tenancy import owned_by, principal_of, shown
 from spyglass.routes.deps import engine, run
 from spyglass.routes.etag import tagged
 from spyglass.routes.fastjson import FastJSONRoute
@@ -16,7 +17,7 @@ router = APIRouter(prefix="/collections", tags=["collections"], route_class=Fast
 def collection_out(info: CollectionInfo) -> CollectionOut:
     spec = info.spec
     return CollectionOut(
-        name=spec.name,
+        name=shown(spec.name),
         dim=spec.dim,
         metric=spec.metric,
         encoder=spec.encoder,
@@ -44,9 +45,12 @@ async def create_collection(
 
 @router.get("", response_model=CollectionList)
 async def list_collections(request: Request) -> Response:
-    """Every collection, with an ETag for revalidation (``If-None-Match``)."""
+    """Every collection of the caller's tenant, with an ETag for revalidation
+    (``If-None-Match``)."""
+    tenant = principal_of(request).tenant
     infos = await run(request, engine(request).store.list_collections)
-    return tagged(request, CollectionList(collections=[collection_out(info) for info in infos]))
+    mine = [collection_out(info) for info in infos if owned_by(tenant, info.spec.name)]
+    return tagged(request, CollectionList(collections=mine))
 
 
 @router.get("/{name}", response_model=CollectionOut)

@@ -24,8 +24,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from pydantic import BaseModel, Field
 
+from spyglass.auth.tenancy import collection_for
 from spyglass.engine import Engine
-from spyglass.errors import InvalidRequest
+from spyglass.errors import InvalidRequest, ProblemError
 from spyglass.faces.identify import NO_FACE, Identification, identify
 from spyglass.faces.sessions import SessionTracker
 from spyglass.images import decode_image
@@ -121,14 +122,15 @@ async def upload(
     """The original client's identify call, with confirmation over a session's frames."""
     data = await read_upload(request, file, "file")
     try:
-        found = await run(request, _identify, engine(request), organize_name, data, False, None)
-    except InvalidRequest as exc:
+        name = collection_for(request, organize_name)
+        found = await run(request, _identify, engine(request), name, data, False, None)
+    except ProblemError as exc:
         if exc.field == "name":
             exc.field = "organize_name"
         raise
     first = found[0].identification
     sessions: SessionTracker = request.app.state.face_sessions
-    seen = sessions.observe(organize_name, session_id, first.person)
+    seen = sessions.observe(name, session_id, first.person)
     return UploadOut(
         status=first.status,
         person=first.person,

@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import Field
 
+from spyglass.auth.tenancy import collection_for
 from spyglass.routes.deps import engine, run
 from spyglass.routes.fastjson import FastJSONRoute
 from spyglass.schema import Body, SearchIn
@@ -56,7 +57,7 @@ async def search_by_text(body: TextQueryIn, request: Request) -> FitItems:
 async def _search(
     request: Request, query: SearchIn, rename: dict[str, str]
 ) -> list[dict[str, Any]]:
-    name = engine(request).settings.compat_image_collection
+    name = collection_for(request, engine(request).settings.compat_image_collection)
     try:
         [hits] = await run(request, engine(request).search, name, [query])
     except Exception as exc:

@@ -148,6 +148,10 @@ class Store:
     def warm(self, name: str) -> None:
         """Load what searching ``name`` needs (its index), so the first search is fast."""
 
+    def loaded(self) -> list[str]:
+        """Collections whose index this process holds in memory (for ``/status``)."""
+        return []
+
     def bulk(self) -> AbstractContextManager[None]:
         """A hint that many writes follow: the store may defer housekeeping to the end
         of the block. Every write is still durable when it returns."""

@@ -102,6 +102,9 @@ class EmbeddedStore(Store):
         assert row is not None
         return _info(row), True
 
+    def loaded(self) -> list[str]:
+        return sorted(self._views)
+
     def get_collection(self, name: str) -> CollectionInfo:
         with self.db.read() as conn:
             return _info(_require(conn, name))

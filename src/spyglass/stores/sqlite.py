@@ -77,10 +77,15 @@ MIGRATIONS: tuple[str, ...] = (
 
 
 class Database:
-    """A SQLite file with one connection per thread for reads and one shared writer."""
+    """A SQLite file with one connection per thread for reads and one shared writer.
 
-    def __init__(self, path: Path) -> None:
+    ``migrations`` are the schema's versions in order (the store's by default);
+    the file's ``user_version`` records how many have run.
+    """
+
+    def __init__(self, path: Path, migrations: tuple[str, ...] = MIGRATIONS) -> None:
         self.path = path
+        self.migrations = migrations
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
@@ -108,7 +113,7 @@ class Database:
     def _migrate(self) -> None:
         with self.write() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            for number, script in enumerate(self.migrations[version:], start=version + 1):
                 for statement in script.split(";"):
                     if statement.strip():
                         conn.execute(statement)

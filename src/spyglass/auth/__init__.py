@@ -1,0 +1,1 @@
+"""Who is calling: API keys, their scopes, and the tenant whose collections they see."""
