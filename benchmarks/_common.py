@@ -149,10 +149,18 @@ def store_ready(data_dir: Path, count: int) -> bool:
 def code_version() -> str:
     """The commit of the code under test, and whether src/ has uncommitted changes."""
     try:
-        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "src"],
-                               capture_output=True, text=True, check=True).stdout.split("\n")
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "src"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\n")
     except (OSError, subprocess.CalledProcessError):
         return "unknown (no git)"
     changed = [line[3:] for line in dirty if line.strip()]
@@ -202,8 +210,10 @@ class CpuWatch:
         self.others = max(busy - own, 0.0) / wall if wall else 0.0
 
     def __str__(self) -> str:
-        return (f"CPU during the run: ours {self.ours:.2f} cores, other processes "
-                f"{self.others:.2f} cores{' (CONTENDED)' if self.others > 0.2 else ''}")
+        return (
+            f"CPU during the run: ours {self.ours:.2f} cores, other processes "
+            f"{self.others:.2f} cores{' (CONTENDED)' if self.others > 0.2 else ''}"
+        )
 
 
 def _busy_jiffies() -> int:
@@ -237,14 +247,16 @@ def wait_for_idle(limit: float = 0.15, max_wait: float = 300.0) -> None:
     started = time.monotonic()
     busy = cpu_busy()
     while busy > limit and time.monotonic() - started < max_wait:
-        print(f"machine busy ({busy * 100:.0f}% CPU used by other processes); waiting...",
-              flush=True)
+        print(
+            f"machine busy ({busy * 100:.0f}% CPU used by other processes); waiting...", flush=True
+        )
         time.sleep(4)
         busy = cpu_busy()
     waited = time.monotonic() - started
     state = "idle" if busy <= limit else "STILL BUSY, figures are skewed"
-    print(f"CPU before the run: {busy * 100:.0f}% busy ({state}; waited {waited:.0f} s)",
-          flush=True)
+    print(
+        f"CPU before the run: {busy * 100:.0f}% busy ({state}; waited {waited:.0f} s)", flush=True
+    )
 
 
 def snapshot_file(data_dir: Path) -> Path:

@@ -120,10 +120,28 @@ def start_py_spy(py_spy: str, pids: list[int], duration: int, name: str) -> list
     started = []
     for pid in pids:
         out = OUT / f"pyspy-{name}-{pid}.txt"
-        command = [py_spy, "record", "--pid", str(pid), "--duration", str(duration), "--rate",
-                   "250", "--format", "raw", "--gil", "--output", str(out)]
-        started.append((pid, out, subprocess.Popen(command, stdout=subprocess.DEVNULL,
-                                                   stderr=subprocess.DEVNULL)))
+        command = [
+            py_spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(duration),
+            "--rate",
+            "250",
+            "--format",
+            "raw",
+            "--gil",
+            "--output",
+            str(out),
+        ]
+        started.append(
+            (
+                pid,
+                out,
+                subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+            )
+        )
     return started
 
 
@@ -134,12 +152,32 @@ BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("store: rest of search", ("EmbeddedStore.search",)),
     ("engine: checks, vector conversion", ("Engine.",)),
     ("request body JSON decode", ("json/decoder", "json/__init__", "Request.json", "Request.body")),
-    ("request validation", ("request_body_to_args", "_validate", "solve_dependencies",
-                            "validate_python", "validate_json")),
-    ("response building/serializing", ("serialize_response", "jsonable_encoder", "render",
-                                       "hits_out", "HitOut", "SearchOut", "dump_json")),
-    ("thread hop (anyio to_thread)", ("to_thread", "run_sync", "WorkerThread", "Queue.",
-                                      "checkpoint", "CapacityLimiter")),
+    (
+        "request validation",
+        (
+            "request_body_to_args",
+            "_validate",
+            "solve_dependencies",
+            "validate_python",
+            "validate_json",
+        ),
+    ),
+    (
+        "response building/serializing",
+        (
+            "serialize_response",
+            "jsonable_encoder",
+            "render",
+            "hits_out",
+            "HitOut",
+            "SearchOut",
+            "dump_json",
+        ),
+    ),
+    (
+        "thread hop (anyio to_thread)",
+        ("to_thread", "run_sync", "WorkerThread", "Queue.", "checkpoint", "CapacityLimiter"),
+    ),
     ("response write to the socket", ("RequestResponseCycle.send",)),
     ("HTTP parsing (uvicorn httptools)", ("httptools_impl", "h11_impl")),
     ("ASGI middleware and routing", ("starlette/", "fastapi/")),
@@ -213,8 +251,9 @@ def run_wrk(port: int, script: Path, threads: int, connections: int, duration: i
         f"http://127.0.0.1:{port}",
     ]
     print("$ " + " ".join(command), flush=True)
-    done = subprocess.run(command, capture_output=True, text=True, check=True,
-                          timeout=duration + 60)
+    done = subprocess.run(
+        command, capture_output=True, text=True, check=True, timeout=duration + 60
+    )
     return parse_wrk(done.stdout)
 
 
@@ -225,13 +264,19 @@ def memory(server: Server) -> str:
         mem = proc_memory(pid)
         rss += mem["VmRSS"]
         pss += mem["Pss"]
-        role = "master" if pid == server.pids()[0] else (
-            "worker" if "spawn_main" in command_line(pid) else "other"
+        role = (
+            "master"
+            if pid == server.pids()[0]
+            else ("worker" if "spawn_main" in command_line(pid) else "other")
         )
-        rows.append(f"{role} {pid}: VmRSS {mem['VmRSS'] / 1024:.0f} MiB, "
-                    f"Pss {mem['Pss'] / 1024:.0f} MiB")
-    return (f"server memory: VmRSS sum {rss / 1024:.0f} MiB, Pss sum {pss / 1024:.0f} MiB ("
-            + "; ".join(rows) + ")")
+        rows.append(
+            f"{role} {pid}: VmRSS {mem['VmRSS'] / 1024:.0f} MiB, Pss {mem['Pss'] / 1024:.0f} MiB"
+        )
+    return (
+        f"server memory: VmRSS sum {rss / 1024:.0f} MiB, Pss sum {pss / 1024:.0f} MiB ("
+        + "; ".join(rows)
+        + ")"
+    )
 
 
 def check(server: Server, body: dict[str, object]) -> None:
@@ -248,15 +293,23 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--duration", type=int, default=20, help="seconds per wrk run")
     parser.add_argument("--bodies", type=int, default=100, help="distinct requests to rotate")
-    parser.add_argument("--warmup", type=int, default=5,
-                        help="seconds of unmeasured wrk load before each measured run (0: none)")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=5,
+        help="seconds of unmeasured wrk load before each measured run (0: none)",
+    )
     parser.add_argument("--skip-text", action="store_true", help="vector search only")
     parser.add_argument(
         "--cache", action="store_true", help="leave the result and embedding cache on"
     )
-    parser.add_argument("--py-spy", metavar="PATH", default=None,
-                        help="py-spy binary: record every worker during each run and print "
-                             "where the time goes (slows the server down somewhat)")
+    parser.add_argument(
+        "--py-spy",
+        metavar="PATH",
+        default=None,
+        help="py-spy binary: record every worker during each run and print "
+        "where the time goes (slows the server down somewhat)",
+    )
     args = parser.parse_args()
     print(f"code under test: {code_version()}", flush=True)
     wait_for_idle()
@@ -281,8 +334,11 @@ def main() -> None:
     # which measures the cache, not search: off unless --cache.
     env = {} if args.cache else {"SPYGLASS_CACHE_MAX_BYTES": "0"}
     with Server(TEXT_STORE, args.workers, **env) as server:
-        print(f"spyglass serve --workers {args.workers} on port {server.port}, "
-              f"data {TEXT_STORE}; pids {server.pids()}", flush=True)
+        print(
+            f"spyglass serve --workers {args.workers} on port {server.port}, "
+            f"data {TEXT_STORE}; pids {server.pids()}",
+            flush=True,
+        )
         check(server, json.loads(vector_bodies[0]))
         check(server, json.loads(text_bodies[0]))
         print(memory(server) + "  [ready, before load]")
@@ -295,8 +351,7 @@ def main() -> None:
                 workers = [p for p in server.pids() if "spawn_main" in command_line(p)]
                 spies = start_py_spy(args.py_spy, workers, max(args.duration - 4, 1), name)
             with CpuWatch(server.pids()) as cpu:
-                result = run_wrk(server.port, script, args.threads, args.connections,
-                                 args.duration)
+                result = run_wrk(server.port, script, args.threads, args.connections, args.duration)
             for _, _, spy in spies:
                 spy.wait(timeout=60)
             if spies:
@@ -307,16 +362,23 @@ def main() -> None:
             print(memory(server) + f"  [after {name} search]")
             print(flush=True)
 
-    print(f"summary (wrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
-          f"{args.workers} workers; wrk shares the 2 cores with the server):")
-    print(f"{'search':>8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'requests':>9} "
-          f"{'non-2xx':>8}  socket errors")
+    print(
+        f"summary (wrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
+        f"{args.workers} workers; wrk shares the 2 cores with the server):"
+    )
+    print(
+        f"{'search':>8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'requests':>9} "
+        f"{'non-2xx':>8}  socket errors"
+    )
     for name, r in results.items():
-        print(f"{name:>8} {r.requests_per_s:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} "
-              f"{r.requests:9d} {r.non_2xx:8d}  {r.socket_errors}")
+        print(
+            f"{name:>8} {r.requests_per_s:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} "
+            f"{r.requests:9d} {r.non_2xx:8d}  {r.socket_errors}"
+        )
     vector = results["vector"].requests_per_s
-    print(f"target >= 2,000 req/s vector search: {vector:.0f} "
-          f"{'PASS' if vector >= 2000 else 'FAIL'}")
+    print(
+        f"target >= 2,000 req/s vector search: {vector:.0f} {'PASS' if vector >= 2000 else 'FAIL'}"
+    )
 
 
 if __name__ == "__main__":

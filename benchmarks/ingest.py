@@ -86,8 +86,9 @@ def pipeline_split(
     if data_dir.exists():
         shutil.rmtree(data_dir)
     # as the CLI does: the server's per-request max_batch does not bind a local load
-    settings = load_settings(data_dir=data_dir, encoder_threads=threads,
-                             max_batch=max(batch or CLI_BATCH, 1000))
+    settings = load_settings(
+        data_dir=data_dir, encoder_threads=threads, max_batch=max(batch or CLI_BATCH, 1000)
+    )
     store = open_store(settings)
     last_batch = [0.0]
 
@@ -99,8 +100,12 @@ def pipeline_split(
         if "source" in inspect.signature(ingest).parameters:  # newer pipeline: an opened source
             from spyglass.ingest.loaders import open_source
 
-            report = ingest(engine, collection, open_source(path, batch_size=batch or CLI_BATCH),
-                            on_batch=on_batch)
+            report = ingest(
+                engine,
+                collection,
+                open_source(path, batch_size=batch or CLI_BATCH),
+                on_batch=on_batch,
+            )
         else:
             report = ingest(engine, collection, path, on_batch=on_batch)  # type: ignore[arg-type]
         ended = time.perf_counter()
@@ -127,8 +132,9 @@ def profile_load(path: Path, top: int, batch: int | None) -> None:
     data_dir = WORK / "dir-profile"
     if data_dir.exists():
         shutil.rmtree(data_dir)
-    settings = load_settings(data_dir=data_dir, encoder_threads=1,
-                             max_batch=max(batch or CLI_BATCH, 1000))
+    settings = load_settings(
+        data_dir=data_dir, encoder_threads=1, max_batch=max(batch or CLI_BATCH, 1000)
+    )
     store = open_store(settings)
     store.optimize = lambda name: None  # type: ignore[method-assign]  # load phase only
     try:
@@ -157,15 +163,15 @@ def raw_encoder_rate(texts: list[str], threads: int, batch: int) -> float:
     return rate
 
 
-def text_case(
-    rows: int, threads: int, split: bool, batch: int | None, raw_batch: int
-) -> list[str]:
+def text_case(rows: int, threads: int, split: bool, batch: int | None, raw_batch: int) -> list[str]:
     lines = (TEXT_SET / "texts.jsonl").read_bytes().splitlines()[:rows]
     path = WORK / f"texts{rows // 1000}k.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
     texts = [orjson.loads(line)["text"] for line in lines]
-    print(f"\n(a) text: {len(texts):,} rows of {path.name}, encoder threads {threads}, "
-          f"CLI batch {batch or 'default'}, raw encoder calls of {raw_batch}")
+    print(
+        f"\n(a) text: {len(texts):,} rows of {path.name}, encoder threads {threads}, "
+        f"CLI batch {batch or 'default'}, raw encoder calls of {raw_batch}"
+    )
     summary, wall = cli_ingest("texts", path, WORK / "dir-text", threads, batch)
     rate = cli_rate(summary)
     raw = raw_encoder_rate(texts, threads, raw_batch)
@@ -179,12 +185,15 @@ def text_case(
     cli_batch = batch or CLI_BATCH
     if cli_batch != raw_batch:  # the CLI's encoder calls are its batches: compare like with like
         same = raw_encoder_rate(texts, threads, cli_batch)
-        out.append(f"text CLI vs raw encoder in calls of {cli_batch} (the CLI's batch): "
-                   f"{rate / same * 100:5.1f}% of {same:,.1f}/s")
+        out.append(
+            f"text CLI vs raw encoder in calls of {cli_batch} (the CLI's batch): "
+            f"{rate / same * 100:5.1f}% of {same:,.1f}/s"
+        )
     if split:
         with CpuWatch() as cpu:
-            items, load, build = pipeline_split("texts", path, WORK / "dir-text-split", threads,
-                                                batch)
+            items, load, build = pipeline_split(
+                "texts", path, WORK / "dir-text-split", threads, batch
+            )
         print(f"  in-process pipeline run: {cpu}")
         out.append(
             f"text in-process split:  load (read+encode+write) {items / load:,.1f} items/s "
@@ -204,8 +213,10 @@ def write_vector_files(base: np.ndarray) -> tuple[Path, Path]:
     if not jsonl.exists():
         with jsonl.open("wb") as handle:
             for item_id, row in zip(ids, base, strict=True):
-                handle.write(orjson.dumps({"id": item_id, "vector": row},
-                                          option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+                handle.write(
+                    orjson.dumps({"id": item_id, "vector": row}, option=orjson.OPT_SERIALIZE_NUMPY)
+                    + b"\n"
+                )
     return parquet, jsonl
 
 
@@ -215,22 +226,28 @@ def vector_case(count: int, split: bool, profile: bool, batch: int | None) -> li
     out = []
     for path in (parquet, jsonl):
         kind = path.suffix.lstrip(".")
-        print(f"\n(b) vectors: {len(base):,} x {base.shape[1]} from {path.name} "
-              f"({path.stat().st_size / 2**20:.0f} MiB)")
+        print(
+            f"\n(b) vectors: {len(base):,} x {base.shape[1]} from {path.name} "
+            f"({path.stat().st_size / 2**20:.0f} MiB)"
+        )
         summary, wall = cli_ingest("vectors", path, WORK / f"dir-{kind}", 1, batch)
         rate = cli_rate(summary)
-        out.append(f"{kind:7} CLI (summary)  {rate:10,.0f} vectors/s  target >= 50,000/s: "
-                   f"{'PASS' if rate >= 50_000 else 'FAIL'}   (process wall "
-                   f"{len(base) / wall:,.0f}/s)")
+        out.append(
+            f"{kind:7} CLI (summary)  {rate:10,.0f} vectors/s  target >= 50,000/s: "
+            f"{'PASS' if rate >= 50_000 else 'FAIL'}   (process wall "
+            f"{len(base) / wall:,.0f}/s)"
+        )
         if split:
             with CpuWatch() as cpu:
                 items, load, build = pipeline_split(
                     "vectors", path, WORK / f"dir-{kind}-split", 1, batch
                 )
             print(f"  in-process pipeline run: {cpu}")
-            out.append(f"{kind:7} in-process split: load (read+write) {items / load:10,.0f} "
-                       f"vectors/s ({load:.1f} s), index build {build:.1f} s "
-                       f"-> {items / (load + build):,.0f}/s overall")
+            out.append(
+                f"{kind:7} in-process split: load (read+write) {items / load:10,.0f} "
+                f"vectors/s ({load:.1f} s), index build {build:.1f} s "
+                f"-> {items / (load + build):,.0f}/s overall"
+            )
         if profile:
             profile_load(path, 25, batch)
     return out
@@ -240,15 +257,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="encoder threads, both sides")
     parser.add_argument("--text-rows", type=int, default=20_000)
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help=f"spyglass ingest --batch-size (default: the CLI's, {CLI_BATCH})")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help=f"spyglass ingest --batch-size (default: the CLI's, {CLI_BATCH})",
+    )
     parser.add_argument("--raw-batch", type=int, default=256, help="raw encoder call size")
     parser.add_argument("--vectors", type=int, default=100_000)
     parser.add_argument("--skip-text", action="store_true")
     parser.add_argument("--skip-vectors", action="store_true")
     parser.add_argument("--no-split", action="store_true", help="skip the in-process runs")
-    parser.add_argument("--profile", action="store_true",
-                        help="cProfile the load phase of the vector files")
+    parser.add_argument(
+        "--profile", action="store_true", help="cProfile the load phase of the vector files"
+    )
     args = parser.parse_args()
     print(f"code under test: {code_version()}", flush=True)
     wait_for_idle()
@@ -256,8 +278,9 @@ def main() -> None:
     load_text_set(texts=False)  # fail early when text100k is missing
     lines = []
     if not args.skip_text:
-        lines += text_case(args.text_rows, args.threads, not args.no_split, args.batch_size,
-                           args.raw_batch)
+        lines += text_case(
+            args.text_rows, args.threads, not args.no_split, args.batch_size, args.raw_batch
+        )
     if not args.skip_vectors:
         lines += vector_case(args.vectors, not args.no_split, args.profile, args.batch_size)
     print("\nsummary:")

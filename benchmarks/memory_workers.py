@@ -47,8 +47,12 @@ def search_and_name_worker(port: int, body: str) -> int:
     """One search and one /livez on a fresh connection; the pid of the worker that served."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        conn.request("POST", f"/collections/{COLLECTION}/search", body=body,
-                     headers={"content-type": "application/json"})
+        conn.request(
+            "POST",
+            f"/collections/{COLLECTION}/search",
+            body=body,
+            headers={"content-type": "application/json"},
+        )
         response = conn.getresponse()
         payload = json.loads(response.read())
         if response.status != 200 or len(payload["hits"]) != 10:
@@ -73,8 +77,10 @@ def measure(workers: int, bodies: list[str], searches: int, data_dir: Path) -> d
         elapsed = time.perf_counter() - started
         time.sleep(0.5)
         pids = server.pids()
-        print(f"\n--workers {workers}: {searches} searches on fresh connections in "
-              f"{elapsed:.1f} s; served per worker pid: {dict(served)}")
+        print(
+            f"\n--workers {workers}: {searches} searches on fresh connections in "
+            f"{elapsed:.1f} s; served per worker pid: {dict(served)}"
+        )
         print(f"  {'process':<28} " + " ".join(f"{k:>8}" for k in KEYS) + "   (MiB)")
         totals = dict.fromkeys(KEYS, 0)
         worker_totals = dict.fromkeys(KEYS, 0)
@@ -93,11 +99,14 @@ def measure(workers: int, bodies: list[str], searches: int, data_dir: Path) -> d
                 totals[key] += mem.get(key, 0)
                 if role.startswith("worker"):
                     worker_totals[key] += mem.get(key, 0)
-            print(f"  {role + ' ' + str(pid):<28} "
-                  + " ".join(f"{mib(mem.get(k, 0)):>8}" for k in KEYS))
+            print(
+                f"  {role + ' ' + str(pid):<28} "
+                + " ".join(f"{mib(mem.get(k, 0)):>8}" for k in KEYS)
+            )
         print(f"  {'SUM':<28} " + " ".join(f"{mib(totals[k]):>8}" for k in KEYS))
-        missing = [pid for pid in pids[1:] if "spawn_main" in command_line(pid)
-                   and pid not in served]
+        missing = [
+            pid for pid in pids[1:] if "spawn_main" in command_line(pid) and pid not in served
+        ]
         if missing:
             print(f"  warning: workers {missing} served no search")
         return totals
@@ -107,16 +116,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--searches", type=int, default=200)
-    parser.add_argument("--encoder", choices=["text", "none"], default="text",
-                        help='collection encoder; "text" makes every worker load MiniLM, '
-                             '"none" (a second data dir) shows the index alone')
+    parser.add_argument(
+        "--encoder",
+        choices=["text", "none"],
+        default="text",
+        help='collection encoder; "text" makes every worker load MiniLM, '
+        '"none" (a second data dir) shows the index alone',
+    )
     args = parser.parse_args()
     print(f"code under test: {code_version()}", flush=True)
     wait_for_idle()
 
     data = load_text_set(texts=False)
-    data_dir = TEXT_STORE if args.encoder == "text" else TEXT_STORE.with_name(
-        f"{TEXT_STORE.name}-{args.encoder}"
+    data_dir = (
+        TEXT_STORE
+        if args.encoder == "text"
+        else TEXT_STORE.with_name(f"{TEXT_STORE.name}-{args.encoder}")
     )
     build_text_store(data_dir, encoder=args.encoder)
     print(f"data dir {data_dir} (collection encoder {args.encoder!r})")
@@ -126,27 +141,31 @@ def main() -> None:
     index_kib = snapshot.stat().st_size // 1024
     snapshot_kib = sum(f.stat().st_size for f in files) // 1024
     db = data_dir / "spyglass.db"
-    print("snapshot files: " + ", ".join(
-        f"{f.name} {f.stat().st_size / 2**20:.1f} MiB" for f in files
-    ) + f"; total {snapshot_kib / 1024:.1f} MiB; vectors alone "
-        f"{data.base.nbytes / 2**20:.1f} MiB; spyglass.db {db.stat().st_size / 2**20:.1f} MiB")
+    print(
+        "snapshot files: "
+        + ", ".join(f"{f.name} {f.stat().st_size / 2**20:.1f} MiB" for f in files)
+        + f"; total {snapshot_kib / 1024:.1f} MiB; vectors alone "
+        f"{data.base.nbytes / 2**20:.1f} MiB; spyglass.db {db.stat().st_size / 2**20:.1f} MiB"
+    )
     for f in files:
         f.read_bytes()  # into the page cache, so every run starts from the same state
-    bodies = [
-        json.dumps({"vector": [float(x) for x in v], "k": 10}) for v in data.query[:200]
-    ]
+    bodies = [json.dumps({"vector": [float(x) for x in v], "k": 10}) for v in data.query[:200]]
     sums = {w: measure(w, bodies, args.searches, data_dir) for w in args.workers}
 
     base_workers = args.workers[0]
     print(f"\nsummary (MiB; index file {index_kib / 1024:.1f} MiB):")
-    print(f"{'workers':>8} {'VmRSS sum':>10} {'Pss sum':>10} {'RssAnon':>10} "
-          f"{'dPss/extra worker':>18} {'dRSS/extra worker':>18}")
+    print(
+        f"{'workers':>8} {'VmRSS sum':>10} {'Pss sum':>10} {'RssAnon':>10} "
+        f"{'dPss/extra worker':>18} {'dRSS/extra worker':>18}"
+    )
     for workers, total in sums.items():
         extra = workers - base_workers
         dpss = (total["Pss"] - sums[base_workers]["Pss"]) / extra if extra else 0.0
         drss = (total["VmRSS"] - sums[base_workers]["VmRSS"]) / extra if extra else 0.0
-        print(f"{workers:>8} {mib(total['VmRSS']):>10} {mib(total['Pss']):>10} "
-              f"{mib(total['RssAnon']):>10} {mib(int(dpss)):>18} {mib(int(drss)):>18}")
+        print(
+            f"{workers:>8} {mib(total['VmRSS']):>10} {mib(total['Pss']):>10} "
+            f"{mib(total['RssAnon']):>10} {mib(int(dpss)):>18} {mib(int(drss)):>18}"
+        )
     # with 1 worker uvicorn serves from the master process itself, so 1 -> 2 also adds a
     # master and multiprocessing's resource tracker: compare the two largest counts instead
     counts = sorted(args.workers)
@@ -155,13 +174,17 @@ def main() -> None:
     if top > low:
         per_worker = (sums[top]["Pss"] - sums[low]["Pss"]) / (top - low)
         anon = (sums[top]["RssAnon"] - sums[low]["RssAnon"]) / (top - low)
-        print(f"from {low} to {top} workers: +{per_worker / 1024:.1f} MiB Pss and "
-              f"+{anon / 1024:.1f} MiB private anonymous memory per extra worker")
+        print(
+            f"from {low} to {top} workers: +{per_worker / 1024:.1f} MiB Pss and "
+            f"+{anon / 1024:.1f} MiB private anonymous memory per extra worker"
+        )
         ratio = per_worker / snapshot_kib
-        print(f"each extra worker adds {per_worker / 1024:.1f} MiB Pss = {ratio:.2f} x the "
-              f"snapshot ({snapshot_kib / 1024:.1f} MiB): "
-              f"{'PASS' if ratio < 0.5 else 'FAIL'} (claim: well under the index size; "
-              "PASS means < 0.5 x)")
+        print(
+            f"each extra worker adds {per_worker / 1024:.1f} MiB Pss = {ratio:.2f} x the "
+            f"snapshot ({snapshot_kib / 1024:.1f} MiB): "
+            f"{'PASS' if ratio < 0.5 else 'FAIL'} (claim: well under the index size; "
+            "PASS means < 0.5 x)"
+        )
 
 
 if __name__ == "__main__":

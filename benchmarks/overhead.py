@@ -149,11 +149,16 @@ def main() -> None:
 
     split = min((stages(store, queries) for _ in range(3)), key=lambda s: s["View.search"])
     faiss_alone = split.pop("FAISS alone")
-    print("store stages (us/query): " + ", ".join(f"{k} {v:.1f}" for k, v in split.items())
-          + f"; sum {sum(split.values()):.1f}")
-    print(f"  Snapshot.search (the FAISS call) alone: {faiss_alone:.1f}, so View.search's own "
-          f"work is {split['View.search'] - faiss_alone:.1f}; all but FAISS: "
-          f"{sum(split.values()) - faiss_alone:.1f} us/query")
+    print(
+        "store stages (us/query): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in split.items())
+        + f"; sum {sum(split.values()):.1f}"
+    )
+    print(
+        f"  Snapshot.search (the FAISS call) alone: {faiss_alone:.1f}, so View.search's own "
+        f"work is {split['View.search'] - faiss_alone:.1f}; all but FAISS: "
+        f"{sum(split.values()) - faiss_alone:.1f} us/query"
+    )
 
     if args.profile:
         profiler = cProfile.Profile()

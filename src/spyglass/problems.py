@@ -15,6 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
+from spyglass.auth.keys import DEFAULT_TENANT
+from spyglass.auth.tenancy import SEPARATOR
 from spyglass.errors import PROBLEM_CONTENT_TYPE, InvalidRequest, MalformedBody, ProblemError
 
 log = logging.getLogger(__name__)
@@ -25,9 +27,17 @@ CLIENT_PATH = "spyglass.client_path"
 
 
 def problem_response(error: ProblemError, request: Request) -> JSONResponse:
-    """The problem document of ``error``; ``instance`` is the path as the client sent it."""
+    """The problem document of ``error`` in the client's terms: ``instance`` is the path
+    it sent, and collection names are the names it gave (without its tenant prefix)."""
+    body = error.to_problem(instance=request.scope.get(CLIENT_PATH) or request.url.path)
+    tenant = getattr(request.scope.get("state", {}).get("principal"), "tenant", None)
+    if tenant and tenant != DEFAULT_TENANT:
+        prefix = f"'{tenant}{SEPARATOR}"
+        body["detail"] = body["detail"].replace(prefix, "'")
+        for entry in body.get("errors", ()):
+            entry["message"] = str(entry["message"]).replace(prefix, "'")
     return JSONResponse(
-        error.to_problem(instance=request.scope.get(CLIENT_PATH) or request.url.path),
+        body,
         status_code=error.status,
         headers=error.headers,
         media_type=PROBLEM_CONTENT_TYPE,

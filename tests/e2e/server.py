@@ -36,7 +36,13 @@ class Server:
 
 
 def start(
-    data_dir: Path, *, workers: int = 1, log: Path, timeout: float = 120, command: str = "serve"
+    data_dir: Path,
+    *,
+    workers: int = 1,
+    log: Path,
+    timeout: float = 120,
+    command: str = "serve",
+    env: dict[str, str] | None = None,
 ) -> Server:
     port = free_port()
     argv = [
@@ -53,7 +59,11 @@ def start(
     ]
     with open(log, "ab") as handle:
         process = subprocess.Popen(
-            argv, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
@@ -71,8 +81,10 @@ def start(
 
 
 @contextmanager
-def running(data_dir: Path, *, workers: int = 1, log: Path) -> Iterator[Server]:
-    server = start(data_dir, workers=workers, log=log)
+def running(
+    data_dir: Path, *, workers: int = 1, log: Path, env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    server = start(data_dir, workers=workers, log=log, env=env)
     try:
         yield server
     finally:

@@ -57,7 +57,7 @@ def serve(**overrides: Any) -> None:
 
 
 @cli.command()
-@setting_options("data_dir", "host", "port", "workers")
+@setting_options("data_dir", "host", "port", "workers", "insecure")
 def demo(**overrides: Any) -> None:
     """Load the demo collection (short articles shipped with Spyglass) and serve it."""
     from spyglass.demo import DOCS_DIR
@@ -85,11 +85,13 @@ def run_server(settings: Settings) -> None:
     import uvicorn
 
     from spyglass.app import SETTINGS_ENV
+    from spyglass.auth.guard import open_server_warning
     from spyglass.metrics import multiproc_dir
     from spyglass.middleware.access_log import log_config
 
     if settings.workers == 0:
         settings = settings.model_copy(update={"workers": os.cpu_count() or 1})
+    warning = open_server_warning(settings)  # refuses an open server on a public address
     os.environ[SETTINGS_ENV] = settings_json(settings)
     console.print(
         f"Spyglass {__version__} on http://{settings.host}:{settings.port} "
@@ -97,6 +99,8 @@ def run_server(settings: Settings) -> None:
         f"{settings.data_dir}); API docs at /docs",
         soft_wrap=True,
     )
+    if warning:
+        console.print(f"[bold yellow]{warning}[/]", soft_wrap=True, highlight=False)
     with multiproc_dir(settings.workers):
         uvicorn.run(
             "spyglass.app:app_from_environment",
@@ -255,6 +259,90 @@ def collections_command(**overrides: Any) -> None:
             spec.name, str(info.count), str(spec.dim), spec.metric, spec.encoder, str(info.version)
         )
     console.print(table if infos else f"no collections in {settings.data_dir}")
+
+
+@cli.group(name="keys")
+def keys_group() -> None:
+    """Create, list and revoke API keys (stored hashed in the data directory)."""
+
+
+@keys_group.command(name="create")
+@click.option(
+    "--tenant",
+    default="default",
+    show_default=True,
+    help="The organization whose collections the key sees.",
+)
+@click.option(
+    "--scopes",
+    default="read",
+    show_default=True,
+    help="Comma-separated: read (search, get), write (ingest, delete), admin (keys, /status).",
+)
+@click.option("--label", default="", help="A note for people: who or what uses the key.")
+@setting_options("data_dir", "config")
+def keys_create(tenant: str, scopes: str, label: str, **overrides: Any) -> None:
+    """Create a key and print it; it is shown this once (only its hash is kept)."""
+    from spyglass.auth.keys import KeyStore
+
+    store = KeyStore(load_settings(**overrides).data_dir)
+    try:
+        new = store.create(tenant, scopes.split(","), label)
+    finally:
+        store.close()
+    errors.print(
+        f"created key {new.info.id} for tenant {new.info.tenant} with scopes "
+        f"{','.join(new.info.scopes)}; store it now, it is not shown again:",
+        soft_wrap=True,
+        highlight=False,
+    )
+    click.echo(new.key)
+
+
+@keys_group.command(name="list")
+@click.option("--revoked", is_flag=True, help="Include revoked keys.")
+@setting_options("data_dir", "config")
+def keys_list(revoked: bool, **overrides: Any) -> None:
+    """List keys (never their secrets)."""
+    from datetime import UTC, datetime
+
+    from spyglass.auth.keys import KeyStore
+
+    store = KeyStore(load_settings(**overrides).data_dir)
+    try:
+        infos = store.list(include_revoked=revoked)
+    finally:
+        store.close()
+
+    def when(ts: float | None) -> str:
+        return "" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
+
+    table = Table("id", "tenant", "scopes", "label", "created (UTC)", "revoked (UTC)")
+    for info in infos:
+        table.add_row(
+            info.id,
+            info.tenant,
+            ",".join(info.scopes),
+            info.label,
+            when(info.created_at),
+            when(info.revoked_at),
+        )
+    console.print(table if infos else "no API keys: the server is open on loopback")
+
+
+@keys_group.command(name="revoke")
+@click.argument("key_id")
+@setting_options("data_dir", "config")
+def keys_revoke(key_id: str, **overrides: Any) -> None:
+    """Revoke KEY_ID; running servers refuse it from their next request on."""
+    from spyglass.auth.keys import KeyStore
+
+    store = KeyStore(load_settings(**overrides).data_dir)
+    try:
+        info = store.revoke(key_id)
+    finally:
+        store.close()
+    console.print(f"revoked key {info.id} (tenant {info.tenant})", highlight=False)
 
 
 @cli.command(name="settings")
