@@ -1,8 +1,10 @@
 """A real `spyglass serve --workers 2` driven at 1x, 2x and 4x its capacity: does it stay up?
 
-Capacity is the concurrency at which vector search saturates the 2 cores (wrk
-with 64 connections, as in http_search.py). Each level runs wrk with 1x, 2x and
-4x that many connections for ``--duration`` seconds (60) and reports:
+Capacity is found first: wrk runs 5 s at 1, 2, 4, ... 64 connections, and the
+capacity concurrency is the fewest connections that reach 90% of the best
+throughput (more only queue: wrk is a closed loop, every connection always has
+one request out). Each level then runs wrk with 1x, 2x and 4x that many
+connections for ``--duration`` seconds (60) and reports:
 
 - status counts (a wrk Lua script counts every response by status);
 - p50/p99 of *admitted* requests, seen by a probe that sends one search every
@@ -104,11 +106,49 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
+def status_counts(wrk_output: str) -> dict[int, int]:
+    """Responses by status, from the counting script's ``STATUS`` lines."""
+    rows = (line.split()[1:3] for line in wrk_output.splitlines() if line.startswith("STATUS "))
+    return {int(status): int(n) for status, n in rows}
+
+
+def capacity_concurrency(port: int, script: Path) -> int:
+    """The fewest wrk connections that reach 90% of the best throughput (200s) seen."""
+    curve: dict[int, float] = {}
+    for connections in (1, 2, 4, 8, 16, 32, 64):
+        command = [
+            "wrk", "-t2" if connections > 1 else "-t1", f"-c{connections}", "-d5s",
+            "--latency", "-s", str(script), f"http://127.0.0.1:{port}",
+        ]  # fmt: skip
+        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        curve[connections] = status_counts(output).get(200, 0) / 5
+        time.sleep(1)
+    best = max(curve.values())
+    chosen = min(c for c, rps in curve.items() if rps >= 0.9 * best)
+    shown = ", ".join(f"{c}: {rps:.0f}/s" for c, rps in curve.items())
+    print(f"throughput by connections: {shown}; capacity at {chosen} connections", flush=True)
+    return chosen
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=60, help="seconds per level")
-    parser.add_argument("--base-connections", type=int, default=64, help="1x concurrency")
+    parser.add_argument(
+        "--base-connections", type=int, default=0, help="1x concurrency (0: measure it)"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SETTING=VALUE",
+        help="a server setting to try, e.g. --set admission_search_in_flight=8",
+    )
     args = parser.parse_args()
+    env = {"SPYGLASS_CACHE_MAX_BYTES": "0"}
+    for pair in args.set:
+        name, _, value = pair.partition("=")
+        env[f"SPYGLASS_{name.upper()}"] = value
+    print(f"server settings: {env}", flush=True)
     print(f"code under test: {code_version()}", flush=True)
     wait_for_idle()
     data = load_text_set(texts=False)
@@ -117,7 +157,7 @@ def main() -> None:
     quoted = ",\n".join(f"  [==[{body}]==]" for body in bodies)
     script.write_text(LUA % (quoted, COLLECTION) + COUNTING, encoding="utf-8")
 
-    with Server(TEXT_STORE, 2, SPYGLASS_CACHE_MAX_BYTES="0") as server:
+    with Server(TEXT_STORE, 2, **env) as server:
         pids = server.pids()
         probe = Probe(server.port, bodies[0])
         for _ in range(20):  # warm the page cache and both workers' views first
@@ -125,9 +165,10 @@ def main() -> None:
         unloaded = [probe.one()[1] for _ in range(100)]
         base_p50, base_p99 = statistics.median(unloaded), percentile(unloaded, 0.99)
         print(f"unloaded probe: p50 {base_p50:.1f} ms, p99 {base_p99:.1f} ms", flush=True)
+        base = args.base_connections or capacity_concurrency(server.port, script)
         rows = []
         for factor in (1, 2, 4):
-            connections = args.base_connections * factor
+            connections = base * factor
             probe = Probe(server.port, bodies[1])
             rss: list[float] = []
             command = [
@@ -149,11 +190,7 @@ def main() -> None:
                 if status == 200 and ms <= 2 * base_p50:
                     recovered = (time.perf_counter() - stopped) * 1000
                     break
-            counts = {
-                int(status): int(n)
-                for status, n in (line.split()[1:3] for line in output.splitlines()
-                                  if line.startswith("STATUS "))
-            }  # fmt: skip
+            counts = status_counts(output)
             result = parse_wrk(output)
             admitted = [ms for status, ms in probe.samples if status == 200]
             rows.append(

@@ -63,7 +63,7 @@ def create_app(settings: Settings) -> FastAPI:
                 ttl_s=settings.cache_ttl_s,
                 on_lookup=app.state.metrics.cache,
             )
-        engine = Engine(settings, store, cache)
+        engine = Engine(settings, store, cache, on_encode=app.state.metrics.encoder_batch)
         app.state.engine = engine
         executor = ThreadPoolExecutor(settings.search_threads, thread_name_prefix="spyglass")
         app.state.executor = executor

@@ -29,6 +29,7 @@ from spyglass.cache import (
 from spyglass.encoders import ENCODERS, load_encoder
 from spyglass.encoders.base import Encoder
 from spyglass.encoders.batching import BatchingEncoder
+from spyglass.encoders.metered import MeteredEncoder, OnCall
 from spyglass.errors import ConfigError, InvalidRequest, PayloadTooLarge, Unavailable
 from spyglass.images import decode_base64_image, decode_image, fetch_image
 from spyglass.schema import CollectionIn, SearchIn
@@ -75,8 +76,9 @@ ENCODER_NAMES = ("none", *ENCODERS)
 class Encoders:
     """The encoders of one process, each loaded once on first use."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, on_call: OnCall | None = None) -> None:
         self._settings = settings
+        self._on_call = on_call
         self._loaded: dict[str, Encoder] = {}
         self._lock = threading.Lock()
 
@@ -88,6 +90,8 @@ class Encoders:
                 encoder = self._loaded.get(name)
                 if encoder is None:
                     encoder = load_encoder(name, self._settings)
+                    if self._on_call is not None:
+                        encoder = MeteredEncoder(encoder, self._on_call)
                     settings = self._settings
                     if "text" in encoder.inputs and settings.encoder_batch > 1:
                         encoder = BatchingEncoder(
@@ -112,10 +116,17 @@ class Encoders:
 class Engine:
     """Collections, items and search over one store, with one set of encoders."""
 
-    def __init__(self, settings: Settings, store: Store, cache: Cache | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        cache: Cache | None = None,
+        on_encode: OnCall | None = None,
+    ) -> None:
+        """``on_encode`` hears of every model call (encoder, batch size, seconds)."""
         self.settings = settings
         self.store = store
-        self.encoders = Encoders(settings)
+        self.encoders = Encoders(settings, on_encode)
         self.cache = cache
 
     def warm_up(self) -> dict[str, str]:

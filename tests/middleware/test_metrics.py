@@ -177,3 +177,27 @@ def test_multiproc_dir_sets_a_fresh_directory_and_restores(tmp_path: Path) -> No
     with multiproc_dir(workers=2) as temporary:
         assert temporary is not None and temporary.is_dir()
     assert not temporary.exists()
+
+
+async def test_the_app_counts_every_real_model_call(tmp_path: Path) -> None:
+    """Texts upserted and searched go through the real text model; the metric counts them."""
+    app = create_app(settings_for(tmp_path / "data", cache_max_bytes=0))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://spyglass") as c:
+            assert (await c.put("/collections/t", json={"encoder": "text"})).status_code == 201
+            items = [{"id": str(i), "text": f"note number {i}"} for i in range(5)]
+            r = await c.post("/collections/t/items", json={"items": items})
+            assert r.status_code == 200
+            for query in ("first", "second", "third"):
+                r = await c.post("/collections/t/search", json={"text": query, "k": 2})
+                assert r.status_code == 200
+            text = (await c.get("/metrics")).text
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    size = "spyglass_encoder_batch_size"
+    assert value(samples, f"{size}_sum", encoder="text") == 5 + 3  # every text, once
+    calls = value(samples, f"{size}_count", encoder="text")
+    assert 2 <= calls <= 4  # the upsert's one call, and the searches (alone or batched)
+    seconds = "spyglass_encoder_batch_duration_seconds"
+    assert value(samples, f"{seconds}_count", encoder="text") == calls
+    assert value(samples, f"{seconds}_sum", encoder="text") > 0
