@@ -91,6 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         summary="Similarity search over text, images, colors, faces and vectors.",
         lifespan=lifespan,
+        redirect_slashes=False,  # a redirect would be built from the tenant-qualified path
     )
     problems.install(app)
     install_middleware(app, settings, KeyRing(key_store, admin_key))

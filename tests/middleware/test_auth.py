@@ -74,7 +74,8 @@ PUBLIC = {("GET", "/livez"), ("GET", "/readyz")}
 class World:
     client: httpx.AsyncClient
     keys: KeyStore
-    owner: str  # tenant acme, every scope
+    operator: str  # tenant default, every scope (admin is the operator's alone)
+    owner: str  # tenant acme, read and write
     stranger: str  # tenant globex, every scope
     reader: str  # tenant acme, read only
     writer: str  # tenant acme, write only
@@ -84,9 +85,9 @@ class World:
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     data = tmp_path / "data"
     keys = KeyStore(data)
-    everything = ["read", "write", "admin"]
-    owner = keys.create("acme", everything, "owner").key
-    stranger = keys.create("globex", everything, "stranger").key
+    operator = keys.create("default", ["read", "write", "admin"], "operator").key
+    owner = keys.create("acme", ["read", "write"], "owner").key
+    stranger = keys.create("globex", ["read", "write"], "stranger").key
     reader = keys.create("acme", ["read"]).key
     writer = keys.create("acme", ["write"]).key
     settings = conftest.test_settings(
@@ -96,7 +97,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://spyglass") as client:
-            yield World(client, keys, owner, stranger, reader, writer)
+            yield World(client, keys, operator, owner, stranger, reader, writer)
     keys.close()
 
 
@@ -170,12 +171,13 @@ async def test_the_route_table_refuses_every_wrong_caller(world: World) -> None:
             assert r.status_code == 200  # globex's own list: never acme's item
             assert all(c["count"] == 0 for c in r.json()["collections"]), r.text
         elif needed == "admin":
-            assert r.status_code < 300, (where, r.text)  # globex's operator; no tenant data
+            problem(r, 403)  # only the operator (default tenant) holds admin
         else:
             body = problem(r, 404)
             assert "acme" not in r.text and "~" not in body["detail"], where
 
-        r = await send(world, method, template, world.owner)
+        rightful = world.operator if needed == "admin" else world.owner
+        r = await send(world, method, template, rightful)
         assert r.status_code not in {401, 403, 404}, (where, r.status_code, r.text)
         assert r.status_code < 500, (where, r.text)
         checked += 1
@@ -239,16 +241,16 @@ async def test_unknown_or_garbled_keys_are_401(world: World, header: dict[str, s
 
 async def test_a_revoked_key_is_refused_at_its_next_request(world: World) -> None:
     created = await world.client.post(
-        "/admin/keys", json={"tenant": "acme", "scopes": ["read"]}, headers=bearer(world.owner)
+        "/admin/keys", json={"tenant": "acme", "scopes": ["read"]}, headers=bearer(world.operator)
     )
     assert created.status_code == 201
     new = created.json()
     assert new["key"].startswith(f"sg_{new['id']}_")
     assert (await world.client.get("/collections", headers=bearer(new["key"]))).status_code == 200
-    listed = await world.client.get("/admin/keys", headers=bearer(world.owner))
+    listed = await world.client.get("/admin/keys", headers=bearer(world.operator))
     assert new["id"] in [k["id"] for k in listed.json()["keys"]]
     assert new["key"] not in listed.text
-    revoked = await world.client.delete(f"/admin/keys/{new['id']}", headers=bearer(world.owner))
+    revoked = await world.client.delete(f"/admin/keys/{new['id']}", headers=bearer(world.operator))
     assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None
     problem(await world.client.get("/collections", headers=bearer(new["key"])), 401)
     # revoked through the CLI's path (another connection to the same file) counts too
@@ -257,7 +259,11 @@ async def test_a_revoked_key_is_refused_at_its_next_request(world: World) -> Non
 
 
 async def test_admin_key_mistakes_are_problems(world: World) -> None:
-    admin = bearer(world.owner)
+    admin = bearer(world.operator)
+    r = await world.client.post(
+        "/admin/keys", json={"tenant": "acme", "scopes": ["admin"]}, headers=admin
+    )
+    problem(r, 422, "scopes")  # admin reaches every tenant: the operator's alone
     r = await world.client.post("/admin/keys", json={"scopes": ["root"]}, headers=admin)
     problem(r, 422, "scopes")
     r = await world.client.post("/admin/keys", json={"tenant": "a~b"}, headers=admin)
@@ -316,3 +322,41 @@ async def test_metrics_need_admin_unless_public(tmp_path: Path) -> None:
                 assert (await c.get("/metrics")).status_code == expected
                 assert (await c.get("/livez")).status_code == 200
                 assert (await c.get("/openapi.json")).status_code == 200
+
+
+async def test_revoking_every_key_does_not_reopen_the_server(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    keys = KeyStore(data)
+    only = keys.create("acme", ["read"])
+    app = create_app(conftest.test_settings(data))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://spyglass") as c:
+            assert (await c.get("/collections", headers=bearer(only.key))).status_code == 200
+            keys.revoke(only.info.id)
+            problem(await c.get("/collections"), 401)
+            problem(await c.get("/collections", headers=bearer(only.key)), 401)
+    keys.close()
+
+
+async def test_a_trailing_slash_is_not_redirected_into_the_tenant_path(world: World) -> None:
+    await owner_state(world)
+    r = await world.client.get(f"/collections/{COLLECTION}/", headers=bearer(world.owner))
+    problem(r, 404)
+    assert "location" not in r.headers
+
+
+async def test_a_root_path_does_not_bypass_the_tenant(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    keys = KeyStore(data)
+    acme = keys.create("acme", ["read", "write"]).key
+    operator = keys.create("default", ["read", "write", "admin"]).key
+    keys.close()
+    app = create_app(conftest.test_settings(data))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, root_path="/api")
+        async with httpx.AsyncClient(transport=transport, base_url="http://x/api") as c:
+            put = await c.put("/collections/plain", json={"dim": 2}, headers=bearer(operator))
+            assert put.status_code == 201
+            problem(await c.get("/collections/plain", headers=bearer(acme)), 404)
+            problem(await c.get("/admin/keys", headers=bearer(acme)), 403)

@@ -23,7 +23,7 @@ def has_keys(settings: Settings) -> bool:
         return True
     store = KeyStore(settings.data_dir)
     try:
-        return bool(store.list())
+        return store.active()[1]
     finally:
         store.close()
 

@@ -19,13 +19,14 @@ import hashlib
 import hmac
 import re
 import secrets
+import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from spyglass.errors import InvalidRequest, NotFound
+from spyglass.errors import InvalidRequest, NotFound, Unavailable
 from spyglass.stores.sqlite import Database
 
 READ: Final = "read"
@@ -128,6 +129,12 @@ class KeyStore:
     def create(self, tenant: str, scopes: Iterable[str], label: str = "") -> NewKey:
         tenant = check_tenant(tenant)
         ordered = check_scopes(scopes)
+        if ADMIN in ordered and tenant != DEFAULT_TENANT:
+            raise InvalidRequest(
+                f"the admin scope manages every tenant's keys: only tenant {DEFAULT_TENANT!r}"
+                " (the operator's) may hold it",
+                field="scopes",
+            )
         key_id = secrets.token_hex(6)
         key = f"sg_{key_id}_{secrets.token_urlsafe(32)}"
         now = time.time()
@@ -164,20 +171,26 @@ class KeyStore:
             raise NotFound(f"no API key {key_id!r}", field="key_id")
         return _info(row)
 
-    def active(self) -> dict[str, tuple[str, Principal]]:
-        """key id -> (hash, principal) of every key not revoked."""
+    def active(self) -> tuple[dict[str, tuple[str, Principal]], bool]:
+        """key id -> (hash, principal) of every key not revoked, and whether any key was
+        ever created (revoked ones included)."""
         with self.db.read() as conn:
             rows = conn.execute(
                 "SELECT id, tenant, scopes, hash FROM api_keys WHERE revoked_at IS NULL"
             ).fetchall()
-        return {
+            ever = conn.execute("SELECT EXISTS (SELECT 1 FROM api_keys)").fetchone()[0]
+        keys = {
             key_id: (digest, Principal(key_id, tenant, frozenset(scopes.split(","))))
             for key_id, tenant, scopes, digest in rows
         }
+        return keys, bool(ever)
 
     def data_version(self) -> int:
         """Changes whenever another connection (worker, CLI) commits to the file."""
-        value: int = self.db.reader().execute("PRAGMA data_version").fetchone()[0]
+        try:
+            value: int = self.db.reader().execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise Unavailable(f"cannot read the API keys: {exc}") from exc
         return value
 
     def close(self) -> None:
@@ -200,12 +213,13 @@ class KeyRing:
         self.store = store
         self._bootstrap = key_hash(bootstrap) if bootstrap else None
         self._keys: dict[str, tuple[str, Principal]] = {}
+        self._ever = False
         self._seen: int | None = None
 
     def _refresh(self) -> None:
         version = self.store.data_version()
         if version != self._seen:
-            self._keys = self.store.active()
+            self._keys, self._ever = self.store.active()
             self._seen = version
 
     def reload(self) -> None:
@@ -215,9 +229,10 @@ class KeyRing:
 
     @property
     def open(self) -> bool:
-        """No key exists at all: the server answers anyone (bound to loopback, or --insecure)."""
+        """No key was ever created and none comes from the environment: the server answers
+        anyone (it is on loopback, or --insecure). Revoking every key does not reopen it."""
         self._refresh()
-        return not self._keys and self._bootstrap is None
+        return not self._ever and self._bootstrap is None
 
     def authenticate(self, presented: str) -> Principal | None:
         """The principal of ``presented``, or None for an unknown, revoked or garbled key."""

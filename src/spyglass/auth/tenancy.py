@@ -13,16 +13,17 @@ from typing import Final
 
 from starlette.requests import Request
 
-from spyglass.auth.keys import DEFAULT_TENANT, OPEN, Principal
+from spyglass.auth.keys import DEFAULT_TENANT, Principal
 from spyglass.errors import NotFound
 
 SEPARATOR: Final = "~"
+NOBODY: Final = Principal(None, DEFAULT_TENANT, frozenset())
 
 
 def principal_of(request: Request) -> Principal:
-    """The caller the auth middleware recorded (the open principal if none ran)."""
+    """The caller the auth middleware recorded; nobody (no scopes) if none ran."""
     principal = request.scope.get("state", {}).get("principal")
-    return principal if isinstance(principal, Principal) else OPEN
+    return principal if isinstance(principal, Principal) else NOBODY
 
 
 def qualified(tenant: str, name: str) -> str:

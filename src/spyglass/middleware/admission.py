@@ -38,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from spyglass.errors import Unavailable
 from spyglass.middleware.route_class import ADMIN, HEALTH, INGEST, OTHER, SEARCH, route_class
+from spyglass.middleware.route_template import route_template
 from spyglass.problems import problem_response
 
 log = logging.getLogger(__name__)
@@ -191,7 +192,7 @@ class AdmissionMiddleware:
                 log.warning(
                     "%s %s cancelled mid-response over its time budget",
                     scope["method"],
-                    scope["path"],
+                    route_template(scope),
                 )
                 return
             detail = f"the request took longer than its {gate.budget.timeout_s:g} s budget"

@@ -82,13 +82,17 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        needed = required_scope(scope["method"], path, metrics_public=self.metrics_public)
+        root: str = scope.get("root_path", "")
+        if root and not path.startswith(root):
+            root = ""
+        route_path = path[len(root) :]  # what routing matches, as Starlette's get_route_path
+        needed = required_scope(scope["method"], route_path, metrics_public=self.metrics_public)
         if needed is None:
             await self.app(scope, receive, send)
             return
         try:
             principal = self._principal(scope, needed)
-            scope["path"] = self._qualified_path(path, principal)
+            scope["path"] = root + self._qualified_path(route_path, principal)
         except ProblemError as error:
             await problem_response(error, Request(scope))(scope, receive, send)
             return

@@ -58,7 +58,7 @@ from spyglass.errors import (
     Unavailable,
 )
 from spyglass.middleware.route_class import HEALTH, route_class
-from spyglass.problems import problem_response
+from spyglass.problems import CLIENT_PATH, problem_response
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +325,9 @@ class RateLimitMiddleware:
             f"too many {cls} requests; retry in {decision.retry_after_s} s",
             headers=decision.headers,
         )
-        body: dict[str, Any] = limited.to_problem(instance=request.url.path)
+        body: dict[str, Any] = limited.to_problem(
+            instance=scope.get(CLIENT_PATH) or request.url.path
+        )
         body["violated-policies"] = list(decision.violated)
         response = JSONResponse(
             body, status_code=429, headers=decision.headers, media_type=PROBLEM_CONTENT_TYPE

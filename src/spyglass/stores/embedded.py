@@ -103,7 +103,7 @@ class EmbeddedStore(Store):
         return _info(row), True
 
     def loaded(self) -> list[str]:
-        return sorted(self._views)
+        return sorted(self._views.copy())  # a copy is atomic; searches add views meanwhile
 
     def get_collection(self, name: str) -> CollectionInfo:
         with self.db.read() as conn:
