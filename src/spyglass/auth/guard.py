@@ -21,11 +21,8 @@ def is_loopback(host: str) -> bool:
 def has_keys(settings: Settings) -> bool:
     if settings.admin_key is not None:
         return True
-    store = KeyStore(settings.data_dir)
-    try:
+    with KeyStore(settings.data_dir) as store:
         return store.active()[1]
-    finally:
-        store.close()
 
 
 def open_server_warning(settings: Settings) -> str | None:

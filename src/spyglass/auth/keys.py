@@ -196,6 +196,12 @@ class KeyStore:
     def close(self) -> None:
         self.db.close()
 
+    def __enter__(self) -> KeyStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def _info(row: tuple[str, str, str, str, float, float | None]) -> KeyInfo:
     key_id, tenant, scopes, label, created_at, revoked_at = row

@@ -285,11 +285,8 @@ def keys_create(tenant: str, scopes: str, label: str, **overrides: Any) -> None:
     """Create a key and print it; it is shown this once (only its hash is kept)."""
     from spyglass.auth.keys import KeyStore
 
-    store = KeyStore(load_settings(**overrides).data_dir)
-    try:
+    with KeyStore(load_settings(**overrides).data_dir) as store:
         new = store.create(tenant, scopes.split(","), label)
-    finally:
-        store.close()
     errors.print(
         f"created key {new.info.id} for tenant {new.info.tenant} with scopes "
         f"{','.join(new.info.scopes)}; store it now, it is not shown again:",
@@ -308,11 +305,8 @@ def keys_list(revoked: bool, **overrides: Any) -> None:
 
     from spyglass.auth.keys import KeyStore
 
-    store = KeyStore(load_settings(**overrides).data_dir)
-    try:
+    with KeyStore(load_settings(**overrides).data_dir) as store:
         infos = store.list(include_revoked=revoked)
-    finally:
-        store.close()
 
     def when(ts: float | None) -> str:
         return "" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
@@ -337,11 +331,8 @@ def keys_revoke(key_id: str, **overrides: Any) -> None:
     """Revoke KEY_ID; running servers refuse it from their next request on."""
     from spyglass.auth.keys import KeyStore
 
-    store = KeyStore(load_settings(**overrides).data_dir)
-    try:
+    with KeyStore(load_settings(**overrides).data_dir) as store:
         info = store.revoke(key_id)
-    finally:
-        store.close()
     console.print(f"revoked key {info.id} (tenant {info.tenant})", highlight=False)
 
 
