@@ -321,7 +321,7 @@ def keys_list(revoked: bool, **overrides: Any) -> None:
             when(info.created_at),
             when(info.revoked_at),
         )
-    console.print(table if infos else "no API keys: the server is open on loopback")
+    console.print(table if infos else "no active API keys (--revoked shows revoked ones)")
 
 
 @keys_group.command(name="revoke")

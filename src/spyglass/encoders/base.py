@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -61,3 +61,36 @@ class Encoder:
         """Distances (lower is closer) of indexed ``candidates`` to ``query`` by a finer
         measure than the index's, or None when this encoder has no such measure."""
         return None
+
+
+class WrappedEncoder(Encoder):
+    """An encoder in front of another (batching, metering): it looks like ``inner`` and
+    passes every call on; subclasses override the calls they change."""
+
+    def __init__(self, inner: Encoder) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.dim = inner.dim
+        self.inputs = inner.inputs
+        self.metric = inner.metric
+        self.reranks = inner.reranks
+
+    def encode(self, batch: Sequence[str]) -> np.ndarray:
+        return self.inner.encode(batch)
+
+    def encode_images(self, batch: Sequence[Image.Image]) -> np.ndarray:
+        return self.inner.encode_images(batch)
+
+    def encode_palette(
+        self, colors: Sequence[str], weights: Sequence[float] | None, field: str = "colors"
+    ) -> np.ndarray:
+        return self.inner.encode_palette(colors, weights, field)
+
+    def rerank(self, query: np.ndarray, candidates: np.ndarray) -> np.ndarray | None:
+        return self.inner.rerank(query, candidates)
+
+    def __getattr__(self, name: str) -> Any:
+        """Anything else (``max_tokens``, ``token_spans``...) is the inner encoder's."""
+        if name == "inner":  # not set yet (during __init__ or unpickling)
+            raise AttributeError(name)
+        return getattr(self.inner, name)

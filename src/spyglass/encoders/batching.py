@@ -23,14 +23,14 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from spyglass.encoders.base import Encoder
+from spyglass.encoders.base import Encoder, WrappedEncoder
 
 if TYPE_CHECKING:
-    from PIL import Image
+    pass
 
 __all__ = ["BatchingEncoder"]
 
@@ -46,7 +46,7 @@ class _Call:
     error: BaseException | None = None
 
 
-class BatchingEncoder(Encoder):
+class BatchingEncoder(WrappedEncoder):
     """``encoder`` with its ``encode`` calls merged across threads into micro-batches.
 
     ``workers`` batch threads take turns: while one runs the model, the next
@@ -66,12 +66,7 @@ class BatchingEncoder(Encoder):
     ) -> None:
         if max_batch < 1 or max_wait_ms < 0 or workers < 1:
             raise ValueError("max_batch and workers must be >= 1, max_wait_ms >= 0")
-        self.inner = encoder
-        self.name = encoder.name
-        self.dim = encoder.dim
-        self.inputs = encoder.inputs
-        self.metric = encoder.metric
-        self.reranks = encoder.reranks
+        super().__init__(encoder)
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000
         self._pending: list[_Call] = []
@@ -103,23 +98,6 @@ class BatchingEncoder(Encoder):
             raise call.error
         assert call.rows is not None
         return call.rows
-
-    def encode_images(self, batch: Sequence[Image.Image]) -> np.ndarray:
-        return self.inner.encode_images(batch)
-
-    def encode_palette(
-        self, colors: Sequence[str], weights: Sequence[float] | None, field: str = "colors"
-    ) -> np.ndarray:
-        return self.inner.encode_palette(colors, weights, field)
-
-    def rerank(self, query: np.ndarray, candidates: np.ndarray) -> np.ndarray | None:
-        return self.inner.rerank(query, candidates)
-
-    def __getattr__(self, name: str) -> Any:
-        """Anything else (``max_tokens``, ``token_spans``...) is the inner encoder's."""
-        if name == "inner":  # not set yet (during __init__ or unpickling)
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
     def close(self) -> None:
         """Stop the batch threads once the queued calls are answered."""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from spyglass.encoders.base import Encoder
+from spyglass.encoders.base import Encoder, WrappedEncoder
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -22,17 +22,12 @@ if TYPE_CHECKING:
 OnCall = Callable[[str, int, float], None]
 
 
-class MeteredEncoder(Encoder):
+class MeteredEncoder(WrappedEncoder):
     """``encoder``, with ``on_call`` told about each model call."""
 
     def __init__(self, encoder: Encoder, on_call: OnCall) -> None:
-        self.inner = encoder
+        super().__init__(encoder)
         self.on_call = on_call
-        self.name = encoder.name
-        self.dim = encoder.dim
-        self.inputs = encoder.inputs
-        self.metric = encoder.metric
-        self.reranks = encoder.reranks
 
     def _timed(self, size: int, call: Callable[[], Any]) -> Any:
         started = time.perf_counter()
@@ -58,12 +53,3 @@ class MeteredEncoder(Encoder):
         """The face encoder's detect-and-embed call (one image)."""
         inner: Any = self.inner
         return self._timed(1, lambda: inner.encode_faces(image, all_faces=all_faces))
-
-    def rerank(self, query: np.ndarray, candidates: np.ndarray) -> np.ndarray | None:
-        return self.inner.rerank(query, candidates)
-
-    def __getattr__(self, name: str) -> Any:
-        """Anything else (``max_tokens``, ``token_spans``...) is the inner encoder's."""
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
