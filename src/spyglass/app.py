@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from starlette.routing import Route
 
 from spyglass import __version__, problems
-from spyglass.auth.keys import KeyRing, KeyStore
+from spyglass.auth.keys import KeyRing, open_key_store
 from spyglass.cache import open_cache
 from spyglass.engine import Engine
 from spyglass.metrics import Metrics, multiprocess_dir_from_environment
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings) -> FastAPI:
     """The Spyglass API for ``settings``; the store and models open in the lifespan."""
 
-    key_store = KeyStore(settings.data_dir)
+    key_store = open_key_store(settings)
     admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
 
     @asynccontextmanager

@@ -322,16 +322,20 @@ class Engine:
                     vectors=reranked[i],
                 )
             )
+        after = max(request.after_version or 0 for request in requests)
+        cached = self.cache is not None and after <= info.version
         keys = [
-            search_key(name, info.version, request.model_dump(mode="json"))
-            if self.cache is not None and kinds[i] in CACHED_KINDS
+            search_key(name, info.version, request.model_dump(mode="json", exclude=NOT_KEYED))
+            if cached and kinds[i] in CACHED_KINDS
             else None
             for i, request in enumerate(requests)
         ]
         results: list[list[Hit] | None] = [self._cached_hits(key) for key in keys]
         missing = [i for i, found in enumerate(results) if found is None]
         if missing:
-            fresh = self.store.search(name, [queries[i] for i in missing])
+            # Hits stored under info.version must not predate it (a lagging replica).
+            floor = max(after, info.version if any(keys) else 0)
+            fresh = self.store.search(name, [queries[i] for i in missing], min_version=floor)
             for i, hits in zip(missing, fresh, strict=True):
                 if reranked[i] and hits:
                     assert encoder is not None
@@ -529,6 +533,8 @@ QUERY_KINDS = ("vector", "text", "image", "image_url", "colors")
 CACHED_KINDS = frozenset({"vector", "text", "colors"})
 """Queries whose results are cached; an image costs more to key than to search again, and
 what a URL points at may change."""
+NOT_KEYED = {"after_version"}
+"""Request fields that do not change the answer, left out of the cache key."""
 
 
 def _encode_images(encoder: Encoder, images: list[Image.Image], fields: list[str]) -> np.ndarray:

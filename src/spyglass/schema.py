@@ -117,6 +117,12 @@ class SearchIn(Body):
     filter: dict[str, Any] | None = None
     ef: int | None = Field(None, ge=1, le=10000, description="HNSW beam width for this query.")
     exact: bool = Field(False, description="Brute-force search: exact, slower on big collections.")
+    after_version: int | None = Field(
+        None,
+        ge=0,
+        description="Read your writes: a version a write returned. The search sees that write"
+        " (on a PostgreSQL replica that has replayed it, else on the primary).",
+    )
 
 
 class HitOut(BaseModel):

@@ -36,6 +36,38 @@ class Settings(BaseSettings):
         Path("spyglass-data"),
         description="Directory of the embedded store: the SQLite file and the index snapshots.",
     )
+    store: str | None = Field(
+        None,
+        description="Where collections live: a directory (the embedded store) or a"
+        " postgresql://user:password@host/db URL (PostgreSQL with pgvector, shared by every"
+        " instance; API keys then live there too). Unset: the embedded store in data_dir.",
+    )
+    store_replicas: str = Field(
+        "",
+        description="Comma-separated postgresql:// URLs of streaming replicas of the store;"
+        " searches and reads go to a healthy one (round robin), writes to the primary.",
+    )
+    store_pool_size: int = Field(
+        10, ge=1, le=1000, description="Most PostgreSQL connections per worker, per server."
+    )
+    store_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="Longest wait to connect to PostgreSQL or for a free pooled connection;"
+        " past it the request is a 503.",
+    )
+    store_statement_timeout_s: float = Field(
+        30.0, gt=0, description="Longest a single PostgreSQL statement may run (0.001 s steps)."
+    )
+    replica_wait_s: float = Field(
+        0.5,
+        ge=0,
+        description="How long a read-your-writes search waits for a replica to replay the"
+        " write it names before asking the primary.",
+    )
+    replica_retry_s: float = Field(
+        5.0, gt=0, description="How long a replica that failed is skipped before it is tried again."
+    )
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
     workers: int = Field(
@@ -281,6 +313,20 @@ class Settings(BaseSettings):
             raise ValueError("must be one of debug, info, warning, error")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _store_directory(cls, values: Any) -> Any:
+        """A directory given as ``store`` is the embedded store's: it becomes ``data_dir``."""
+        if not isinstance(values, dict):
+            return values
+        store = values.get("store")
+        if store is None or "://" in str(store):
+            return values
+        given = values.get("data_dir")
+        if given is not None and Path(given) != Path(store):
+            raise ValueError("store is a directory and data_dir another: give one of them")
+        return {**values, "data_dir": store, "store": None}
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         if self.face_session_needed > self.face_session_window:
@@ -389,7 +435,7 @@ def masked_settings(settings: Settings) -> dict[str, Any]:
         if isinstance(value, SecretStr):
             values[name] = "***"
         elif isinstance(value, str) and "://" in value:
-            values[name] = _mask_url(value)
+            values[name] = ",".join(_mask_url(url) for url in value.split(","))
     return values
 
 

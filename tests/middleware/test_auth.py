@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from spyglass.app import create_app
-from spyglass.auth.keys import KeyStore
+from spyglass.auth.keys import KeyStore, SqliteKeyStore
 from spyglass.middleware.auth import required_scope
 from tests import conftest
 from tests.routes.helpers import problem
@@ -84,7 +84,7 @@ class World:
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     data = tmp_path / "data"
-    keys = KeyStore(data)
+    keys = SqliteKeyStore(data)
     operator = keys.create("default", ["read", "write", "admin"], "operator").key
     owner = keys.create("acme", ["read", "write"], "owner").key
     stranger = keys.create("globex", ["read", "write"], "stranger").key
@@ -312,7 +312,7 @@ async def test_an_open_server_answers_everyone_as_the_default_tenant(tmp_path: P
 async def test_metrics_need_admin_unless_public(tmp_path: Path) -> None:
     for public, expected in ((False, 401), (True, 200)):
         data = tmp_path / f"data-{public}"
-        keys = KeyStore(data)
+        keys = SqliteKeyStore(data)
         keys.create("acme", ["read"])
         keys.close()
         app = create_app(conftest.test_settings(data, metrics_public=public))
@@ -326,7 +326,7 @@ async def test_metrics_need_admin_unless_public(tmp_path: Path) -> None:
 
 async def test_revoking_every_key_does_not_reopen_the_server(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    keys = KeyStore(data)
+    keys = SqliteKeyStore(data)
     only = keys.create("acme", ["read"])
     app = create_app(conftest.test_settings(data))
     async with app.router.lifespan_context(app):
@@ -348,7 +348,7 @@ async def test_a_trailing_slash_is_not_redirected_into_the_tenant_path(world: Wo
 
 async def test_a_root_path_does_not_bypass_the_tenant(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    keys = KeyStore(data)
+    keys = SqliteKeyStore(data)
     acme = keys.create("acme", ["read", "write"]).key
     operator = keys.create("default", ["read", "write", "admin"]).key
     keys.close()

@@ -14,7 +14,7 @@ import pytest
 from fastapi import FastAPI
 
 from spyglass.app import create_app
-from spyglass.auth.keys import KeyStore
+from spyglass.auth.keys import SqliteKeyStore
 from spyglass.middleware.access_log import (
     ACCESS_LOGGER,
     JsonFormatter,
@@ -78,7 +78,7 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 def acme_key(tmp_path: Path) -> str:
-    store = KeyStore(tmp_path / "data")
+    store = SqliteKeyStore(tmp_path / "data")
     try:
         return store.create("acme", ["read", "write"]).key
     finally:

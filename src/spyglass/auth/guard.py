@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from spyglass.auth.keys import KeyStore
+from spyglass.auth.keys import open_key_store
 from spyglass.errors import ConfigError
 from spyglass.settings import Settings
 
@@ -21,7 +21,7 @@ def is_loopback(host: str) -> bool:
 def has_keys(settings: Settings) -> bool:
     if settings.admin_key is not None:
         return True
-    with KeyStore(settings.data_dir) as store:
+    with open_key_store(settings) as store:
         return store.active()[1]
 
 

@@ -7,10 +7,12 @@ of the whole key is stored. A fast hash is right for a random 256-bit secret
 (there is no dictionary to try), and it keeps the check per request to a
 microsecond.
 
-Keys live in ``keys.db`` in the data directory, a SQLite file every worker
-reads. :class:`KeyRing` is a worker's in-memory copy, reloaded when another
-connection commits (SQLite's ``data_version``), so a key created or revoked by
-the CLI or an admin route counts on every worker at its next request.
+Keys live next to the collections: in ``keys.db`` in the data directory, a
+SQLite file every worker reads, or in PostgreSQL when that is the store, so
+every instance shares them. :class:`KeyRing` is a worker's in-memory copy,
+reloaded when the store's ``data_version`` changes, so a key created or revoked
+by the CLI or an admin route counts on every worker at its next request (on
+PostgreSQL, within a second).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Final
 
 from spyglass.errors import InvalidRequest, NotFound, Unavailable
+from spyglass.settings import Settings
 from spyglass.stores.sqlite import Database
 
 READ: Final = "read"
@@ -120,13 +123,10 @@ def key_hash(key: str) -> str:
 
 
 class KeyStore:
-    """The keys of one data directory, in ``<data_dir>/keys.db``."""
-
-    def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.db = Database(data_dir / KEYS_FILE, KEY_MIGRATIONS)
+    """Where keys are kept: the contract of the SQLite and PostgreSQL key stores."""
 
     def create(self, tenant: str, scopes: Iterable[str], label: str = "") -> NewKey:
+        """A new key for ``tenant`` with ``scopes``; its secret is in the result only."""
         tenant = check_tenant(tenant)
         ordered = check_scopes(scopes)
         if ADMIN in ordered and tenant != DEFAULT_TENANT:
@@ -137,14 +137,54 @@ class KeyStore:
             )
         key_id = secrets.token_hex(6)
         key = f"sg_{key_id}_{secrets.token_urlsafe(32)}"
-        now = time.time()
+        info = KeyInfo(key_id, tenant, ordered, label, time.time(), None)
+        self._insert(info, key_hash(key))
+        return NewKey(info, key)
+
+    def _insert(self, info: KeyInfo, digest: str) -> None:
+        raise NotImplementedError
+
+    def list(self, include_revoked: bool = False) -> list[KeyInfo]:
+        """Keys by creation time, without their secrets."""
+        raise NotImplementedError
+
+    def revoke(self, key_id: str) -> KeyInfo:
+        """Revoke ``key_id`` (again is fine); an unknown id is a 404."""
+        raise NotImplementedError
+
+    def active(self) -> tuple[dict[str, tuple[str, Principal]], bool]:
+        """key id -> (hash, principal) of every key not revoked, and whether any key was
+        ever created (revoked ones included)."""
+        raise NotImplementedError
+
+    def data_version(self) -> int:
+        """A number that changes when keys change, cheap enough to ask per request."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> KeyStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SqliteKeyStore(KeyStore):
+    """The keys of one data directory, in ``<data_dir>/keys.db``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = Database(data_dir / KEYS_FILE, KEY_MIGRATIONS)
+
+    def _insert(self, info: KeyInfo, digest: str) -> None:
         with self.db.write() as conn:
             conn.execute(
                 "INSERT INTO api_keys (id, tenant, scopes, label, hash, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                (key_id, tenant, ",".join(ordered), label, key_hash(key), now),
+                (info.id, info.tenant, ",".join(info.scopes), info.label, digest, info.created_at),
             )
-        return NewKey(KeyInfo(key_id, tenant, ordered, label, now, None), key)
 
     def list(self, include_revoked: bool = False) -> list[KeyInfo]:
         where = "" if include_revoked else " WHERE revoked_at IS NULL"
@@ -153,10 +193,9 @@ class KeyStore:
                 "SELECT id, tenant, scopes, label, created_at, revoked_at FROM api_keys"
                 f"{where} ORDER BY created_at, id"
             ).fetchall()
-        return [_info(row) for row in rows]
+        return [key_info(row) for row in rows]
 
     def revoke(self, key_id: str) -> KeyInfo:
-        """Revoke ``key_id`` (again is fine); an unknown id is a 404."""
         with self.db.write() as conn:
             conn.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
@@ -169,21 +208,15 @@ class KeyStore:
             ).fetchone()
         if row is None:
             raise NotFound(f"no API key {key_id!r}", field="key_id")
-        return _info(row)
+        return key_info(row)
 
     def active(self) -> tuple[dict[str, tuple[str, Principal]], bool]:
-        """key id -> (hash, principal) of every key not revoked, and whether any key was
-        ever created (revoked ones included)."""
         with self.db.read() as conn:
             rows = conn.execute(
                 "SELECT id, tenant, scopes, hash FROM api_keys WHERE revoked_at IS NULL"
             ).fetchall()
             ever = conn.execute("SELECT EXISTS (SELECT 1 FROM api_keys)").fetchone()[0]
-        keys = {
-            key_id: (digest, Principal(key_id, tenant, frozenset(scopes.split(","))))
-            for key_id, tenant, scopes, digest in rows
-        }
-        return keys, bool(ever)
+        return active_keys(rows), bool(ever)
 
     def data_version(self) -> int:
         """Changes whenever another connection (worker, CLI) commits to the file."""
@@ -196,14 +229,29 @@ class KeyStore:
     def close(self) -> None:
         self.db.close()
 
-    def __enter__(self) -> KeyStore:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+def open_key_store(settings: Settings) -> KeyStore:
+    """The keys next to the collections: in PostgreSQL when that is the store, so every
+    instance shares them; else in the data directory."""
+    from spyglass.stores import is_postgres
+
+    if is_postgres(settings.store):
+        from spyglass.auth.pg_keys import PostgresKeyStore
+
+        assert settings.store is not None
+        return PostgresKeyStore(settings.store, timeout_s=settings.store_timeout_s)
+    return SqliteKeyStore(settings.data_dir)
 
 
-def _info(row: tuple[str, str, str, str, float, float | None]) -> KeyInfo:
+def active_keys(rows: Iterable[tuple[str, str, str, str]]) -> dict[str, tuple[str, Principal]]:
+    """key id -> (hash, principal) from (id, tenant, scopes, hash) rows."""
+    return {
+        key_id: (digest, Principal(key_id, tenant, frozenset(scopes.split(","))))
+        for key_id, tenant, scopes, digest in rows
+    }
+
+
+def key_info(row: tuple[str, str, str, str, float, float | None]) -> KeyInfo:
     key_id, tenant, scopes, label, created_at, revoked_at = row
     return KeyInfo(key_id, tenant, tuple(scopes.split(",")), label, created_at, revoked_at)
 

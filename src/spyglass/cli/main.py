@@ -27,7 +27,13 @@ from spyglass.cli.options import setting_options
 from spyglass.engine import Engine
 from spyglass.errors import ConfigError, ProblemError, SpyglassError
 from spyglass.schema import SearchIn
-from spyglass.settings import Settings, load_settings, settings_json, settings_table
+from spyglass.settings import (
+    Settings,
+    load_settings,
+    masked_settings,
+    settings_json,
+    settings_table,
+)
 from spyglass.stores import open_store
 
 console = Console()
@@ -57,14 +63,15 @@ def serve(**overrides: Any) -> None:
 
 
 @cli.command()
-@setting_options("data_dir", "host", "port", "workers", "insecure")
+@setting_options("data_dir", "store", "host", "port", "workers", "insecure")
 def demo(**overrides: Any) -> None:
     """Load the demo collection (short articles shipped with Spyglass) and serve it."""
     from spyglass.demo import DOCS_DIR
     from spyglass.ingest.loaders import open_source
     from spyglass.ingest.pipeline import ingest
 
-    overrides["data_dir"] = overrides.get("data_dir") or Path("spyglass-demo")
+    if not overrides.get("store"):
+        overrides["data_dir"] = overrides.get("data_dir") or Path("spyglass-demo")
     settings = load_settings(**overrides)
     with opened_engine(settings) as engine:
         report = ingest(engine, "demo", open_source(DOCS_DIR), encoder="text")
@@ -93,10 +100,11 @@ def run_server(settings: Settings) -> None:
         settings = settings.model_copy(update={"workers": os.cpu_count() or 1})
     warning = open_server_warning(settings)  # refuses an open server on a public address
     os.environ[SETTINGS_ENV] = settings_json(settings)
+    where = masked_settings(settings)["store"] if settings.store else settings.data_dir
     console.print(
         f"Spyglass {__version__} on http://{settings.host}:{settings.port} "
         f"({settings.workers} worker{'s' if settings.workers > 1 else ''}, data in "
-        f"{settings.data_dir}); API docs at /docs",
+        f"{where}); API docs at /docs",
         soft_wrap=True,
     )
     if warning:
@@ -145,7 +153,7 @@ def run_server(settings: Settings) -> None:
     help="How to read a folder holding both documents and images.",
 )
 @setting_options(
-    "data_dir", "config", "encoder_threads", "chunk_tokens", "chunk_overlap", "image_batch"
+    "data_dir", "store", "config", "encoder_threads", "chunk_tokens", "chunk_overlap", "image_batch"
 )
 def ingest_command(
     collection: str,
@@ -213,7 +221,7 @@ def ingest_command(
 )
 @click.option("--exact", is_flag=True, help="Exact (brute-force) search.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@setting_options("data_dir", "config")
+@setting_options("data_dir", "store", "config")
 def search_command(
     collection: str,
     query: str,
@@ -246,7 +254,7 @@ def search_command(
 
 
 @cli.command(name="collections")
-@setting_options("data_dir", "config")
+@setting_options("data_dir", "store", "config")
 def collections_command(**overrides: Any) -> None:
     """List the collections in the data directory."""
     settings = load_settings(**overrides)
@@ -280,12 +288,12 @@ def keys_group() -> None:
     help="Comma-separated: read (search, get), write (ingest, delete), admin (keys, /status).",
 )
 @click.option("--label", default="", help="A note for people: who or what uses the key.")
-@setting_options("data_dir", "config")
+@setting_options("data_dir", "store", "config")
 def keys_create(tenant: str, scopes: str, label: str, **overrides: Any) -> None:
     """Create a key and print it; it is shown this once (only its hash is kept)."""
-    from spyglass.auth.keys import KeyStore
+    from spyglass.auth.keys import open_key_store
 
-    with KeyStore(load_settings(**overrides).data_dir) as store:
+    with open_key_store(load_settings(**overrides)) as store:
         new = store.create(tenant, scopes.split(","), label)
     errors.print(
         f"created key {new.info.id} for tenant {new.info.tenant} with scopes "
@@ -298,14 +306,14 @@ def keys_create(tenant: str, scopes: str, label: str, **overrides: Any) -> None:
 
 @keys_group.command(name="list")
 @click.option("--revoked", is_flag=True, help="Include revoked keys.")
-@setting_options("data_dir", "config")
+@setting_options("data_dir", "store", "config")
 def keys_list(revoked: bool, **overrides: Any) -> None:
     """List keys (never their secrets)."""
     from datetime import UTC, datetime
 
-    from spyglass.auth.keys import KeyStore
+    from spyglass.auth.keys import open_key_store
 
-    with KeyStore(load_settings(**overrides).data_dir) as store:
+    with open_key_store(load_settings(**overrides)) as store:
         infos = store.list(include_revoked=revoked)
 
     def when(ts: float | None) -> str:
@@ -326,12 +334,12 @@ def keys_list(revoked: bool, **overrides: Any) -> None:
 
 @keys_group.command(name="revoke")
 @click.argument("key_id")
-@setting_options("data_dir", "config")
+@setting_options("data_dir", "store", "config")
 def keys_revoke(key_id: str, **overrides: Any) -> None:
     """Revoke KEY_ID; running servers refuse it from their next request on."""
-    from spyglass.auth.keys import KeyStore
+    from spyglass.auth.keys import open_key_store
 
-    with KeyStore(load_settings(**overrides).data_dir) as store:
+    with open_key_store(load_settings(**overrides)) as store:
         info = store.revoke(key_id)
     console.print(f"revoked key {info.id} (tenant {info.tenant})", highlight=False)
 

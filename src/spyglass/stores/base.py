@@ -141,8 +141,14 @@ class Store:
         """Delete items by id; return (how many existed, new version). Unknown ids are ignored."""
         raise NotImplementedError
 
-    def search(self, name: str, queries: Sequence[Query]) -> list[list[Hit]]:
-        """The top hits of each query, in order. See the module docstring for the rules."""
+    def search(
+        self, name: str, queries: Sequence[Query], *, min_version: int = 0
+    ) -> list[list[Hit]]:
+        """The top hits of each query, in order. See the module docstring for the rules.
+
+        The hits reflect at least ``min_version`` of the collection: every write that
+        returned that version or less (read-your-writes, where reads may lag writes).
+        """
         raise NotImplementedError
 
     def warm(self, name: str) -> None:

@@ -183,8 +183,10 @@ class EmbeddedStore(Store):
 
     # search
 
-    def search(self, name: str, queries: Sequence[Query]) -> list[list[Hit]]:
-        view = self._sync(name)
+    def search(
+        self, name: str, queries: Sequence[Query], *, min_version: int = 0
+    ) -> list[list[Hit]]:
+        view = self._sync(name)  # current: every write acknowledged so far, so >= min_version
         results: list[Found] = []
         small = view.size <= self.exact_below
         for query in queries:

@@ -1,0 +1,173 @@
+"""Connection pools to a PostgreSQL primary and its streaming replicas.
+
+Writes go to the primary. Reads go to a healthy replica, round robin; a replica
+that fails is skipped for ``retry_s`` and the read moves on to the next one,
+then to the primary, so a read fails only when the primary does too. Every
+driver or pool error leaves this module as ``Unavailable`` (a 503): a database
+that is down or saturated never hangs a request past ``timeout_s``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import orjson
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg.types.json import set_json_loads
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from spyglass.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Connection = psycopg.Connection[Any]
+
+DRIVER_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
+"""What a database that is down, restarting, saturated or too slow raises."""
+
+
+def connection_options(timeout_s: float, statement_timeout_s: float) -> dict[str, Any]:
+    """Keyword arguments of every connection the store opens (pooled or not)."""
+    return {
+        "autocommit": True,
+        # Plans must follow the per-transaction settings (enable_indexscan): never cache them.
+        "prepare_threshold": None,
+        "connect_timeout": max(1, math.ceil(timeout_s)),
+        "options": f"-c statement_timeout={max(1, round(statement_timeout_s * 1000))}",
+    }
+
+
+def configure(conn: Connection) -> None:
+    """Teach a new connection the vector types (binary COPY included) and fast JSON."""
+    register_vector(conn)
+    set_json_loads(orjson.loads, conn)
+
+
+@dataclass
+class Server:
+    """One PostgreSQL server and its pool; ``down_until`` is when a failed replica is retried."""
+
+    name: str
+    pool: ConnectionPool[Connection]
+    primary: bool
+    down_until: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Pools:
+    """The primary and replica pools of one store, with read routing."""
+
+    def __init__(
+        self,
+        primary: str,
+        replicas: list[str],
+        *,
+        size: int,
+        timeout_s: float,
+        statement_timeout_s: float,
+        retry_s: float,
+    ) -> None:
+        self.timeout_s = timeout_s
+        self.retry_s = retry_s
+        kwargs = connection_options(timeout_s, statement_timeout_s)
+        self.primary = Server("primary", self._pool(primary, size, kwargs, "primary"), True)
+        self.replicas = [
+            Server(f"replica {i}", self._pool(url, size, kwargs, f"replica-{i}"), False)
+            for i, url in enumerate(replicas, start=1)
+        ]
+        self._turn = itertools.count()
+
+    def _pool(
+        self, url: str, size: int, kwargs: dict[str, Any], name: str
+    ) -> ConnectionPool[Connection]:
+        return ConnectionPool(
+            url,
+            min_size=1,
+            max_size=size,
+            timeout=self.timeout_s,
+            kwargs={**kwargs, "application_name": f"spyglass-{name}"},
+            configure=configure,
+            check=ConnectionPool.check_connection,
+            reconnect_timeout=max(self.timeout_s, self.retry_s),
+            name=f"spyglass-{name}",
+            open=True,
+        )
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A primary connection inside a transaction."""
+        with _unavailable(self.primary), self.primary.pool.connection() as conn:
+            with conn.transaction():
+                yield conn
+
+    def on_primary(self, work: Callable[[Connection], T]) -> T:
+        """``work`` run on a primary connection (it opens its own transactions)."""
+        with _unavailable(self.primary), self.primary.pool.connection() as conn:
+            return work(conn)
+
+    def read(self, work: Callable[[Connection, Server], T]) -> T:
+        """``work`` run on a healthy replica, else on the primary.
+
+        ``work`` may raise ``Stale`` to move on to the next server (a replica that has
+        not replayed what the caller needs yet); ``NotFound`` and the like pass through.
+        """
+        for server in self.readers():
+            try:
+                with server.pool.connection() as conn:
+                    return work(conn, server)
+            except Stale:
+                continue
+            except DRIVER_ERRORS as exc:
+                if server.primary:
+                    raise _as_unavailable(server, exc) from exc
+                log.warning("%s failed (%s); skipped for %.0f s", server.name, exc, self.retry_s)
+                with server.lock:
+                    server.down_until = time.monotonic() + self.retry_s
+        raise AssertionError("unreachable: the primary is always the last reader")
+
+    def readers(self) -> list[Server]:
+        """Healthy replicas, starting with the next in turn, then the primary."""
+        now = time.monotonic()
+        healthy = [r for r in self.replicas if r.down_until <= now]
+        if healthy:
+            start = next(self._turn) % len(healthy)
+            healthy = healthy[start:] + healthy[:start]
+        return [*healthy, self.primary]
+
+    def close(self) -> None:
+        for server in [self.primary, *self.replicas]:
+            server.pool.close()
+
+
+class Stale(Exception):
+    """A replica has not yet replayed the writes a read must see."""
+
+
+@contextmanager
+def _unavailable(server: Server) -> Iterator[None]:
+    try:
+        yield
+    except DRIVER_ERRORS as exc:
+        raise _as_unavailable(server, exc) from exc
+
+
+def _as_unavailable(server: Server, exc: Exception) -> Unavailable:
+    if isinstance(exc, PoolTimeout):
+        reason = "no connection became free in time"
+    elif isinstance(exc, psycopg.errors.QueryCanceled):
+        reason = "the statement took longer than store_statement_timeout_s"
+    else:
+        reason = "it cannot be reached"
+    return Unavailable(
+        f"the database ({server.name}) is unavailable: {reason}", headers={"Retry-After": "1"}
+    )

@@ -1,0 +1,77 @@
+"""The PostgreSQL store's schema, created and upgraded by versioned migrations.
+
+Each migration runs once, in order, in its own transaction under a transaction-level
+advisory lock, so several instances starting at once against an empty database
+neither race nor fail: the first creates, the others wait and find it done.
+Collection tables (``spyglass_items_<cid>``) are made by the store, not here,
+because their vector column has the collection's dimension.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from spyglass.errors import ConfigError
+
+MIGRATION_LOCK = 0x5350_5947  # "SPYG": pg_advisory_xact_lock key shared by every instance
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE EXTENSION IF NOT EXISTS vector;
+    CREATE SEQUENCE spyglass_seq;
+    CREATE TABLE spyglass_collections (
+        cid bigint PRIMARY KEY GENERATED ALWAYS AS IDENTITY,
+        name text NOT NULL UNIQUE,
+        dim integer NOT NULL,
+        metric text NOT NULL,
+        encoder text NOT NULL,
+        m integer NOT NULL,
+        ef_construction integer NOT NULL,
+        ef_search integer NOT NULL,
+        options jsonb NOT NULL DEFAULT '{}',
+        created_at double precision NOT NULL,
+        version bigint NOT NULL,
+        count bigint NOT NULL DEFAULT 0,
+        indexed boolean NOT NULL DEFAULT true
+    );
+    """,
+    """
+    CREATE TABLE spyglass_keys (
+        id text PRIMARY KEY,
+        hash text NOT NULL UNIQUE,
+        tenant text NOT NULL,
+        scopes text NOT NULL,
+        label text NOT NULL,
+        created_at double precision NOT NULL,
+        revoked_at double precision
+    );
+    CREATE SEQUENCE spyglass_keys_version;
+    """,
+)
+
+
+def migrate(conn: psycopg.Connection[Any]) -> int:
+    """Apply the migrations this database lacks; return the schema version.
+
+    A database upgraded by a newer Spyglass is refused rather than misread.
+    """
+    done = 0
+    for number, script in enumerate(MIGRATIONS, start=1):
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            conn.execute("CREATE TABLE IF NOT EXISTS spyglass_schema (version integer NOT NULL)")
+            row = conn.execute("SELECT max(version) FROM spyglass_schema").fetchone()
+            done = row[0] if row and row[0] is not None else 0
+            if done >= number:
+                continue
+            conn.execute(script)
+            conn.execute("INSERT INTO spyglass_schema (version) VALUES (%s)", (number,))
+            done = number
+    if done > len(MIGRATIONS):
+        raise ConfigError(
+            f"the database has schema version {done}, newer than this Spyglass knows"
+            f" ({len(MIGRATIONS)}); upgrade Spyglass"
+        )
+    return done

@@ -1,0 +1,514 @@
+"""The PostgreSQL store: pgvector HNSW per collection, a primary for writes, replicas for reads.
+
+``spyglass_collections`` holds one row per collection (its settings, version,
+count and whether its HNSW index exists); each collection's items live in their
+own table ``spyglass_items_<cid>``, whose ``vector(dim)`` column carries an HNSW
+index with the collection's ``m`` and ``ef_construction`` and whose JSONB
+payload has a GIN index for filters. Vectors above 2,000 dimensions (pgvector's
+limit for indexing ``vector``) are indexed at half precision and scored in full.
+
+Versions come from one sequence, so they grow and are never reused. Writes lock
+the collection's row, which keeps the count exact when writers race. Reads run
+on a replica when there is one; a replica that lacks a collection or item, or
+has not replayed the version a search asks for, hands the read to the primary.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import orjson
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from spyglass import filters
+from spyglass.errors import ConfigError, Conflict, NotFound
+from spyglass.stores.base import (
+    CollectionInfo,
+    CollectionSpec,
+    Hit,
+    IndexParams,
+    Item,
+    Query,
+    Store,
+)
+from spyglass.stores.pg_pools import (
+    DRIVER_ERRORS,
+    Connection,
+    Pools,
+    Server,
+    Stale,
+    configure,
+    connection_options,
+)
+from spyglass.stores.pg_schema import migrate
+
+COLUMNS = (
+    "cid, name, dim, metric, encoder, m, ef_construction, ef_search, options, created_at,"
+    " version, count, indexed"
+)
+DISTANCE = {"cosine": "<=>", "ip": "<#>", "l2": "<->"}
+HALFVEC_ABOVE = 2000
+"""pgvector indexes ``vector`` up to 2,000 dimensions and ``halfvec`` up to 4,000."""
+MAX_EF_SEARCH = 1000
+COPY_ABOVE = 64
+"""Batches larger than this are written with binary COPY through a staging table."""
+POLL_S = 0.005
+
+
+class PostgresStore(Store):
+    """Collections in PostgreSQL with pgvector, shared by every instance that opens the URL."""
+
+    def __init__(
+        self,
+        url: str,
+        replicas: Sequence[str] = (),
+        *,
+        pool_size: int = 10,
+        timeout_s: float = 5.0,
+        statement_timeout_s: float = 30.0,
+        replica_wait_s: float = 0.5,
+        replica_retry_s: float = 5.0,
+        exact_below: int = 5000,
+        build_memory_mb: int = 512,
+    ) -> None:
+        try:
+            with psycopg.connect(url, **connection_options(timeout_s, statement_timeout_s)) as conn:
+                migrate(conn)
+        except DRIVER_ERRORS as exc:
+            raise ConfigError(f"cannot use the PostgreSQL store: {exc}".strip()) from exc
+        except psycopg.errors.FeatureNotSupported as exc:
+            raise ConfigError(f"the database lacks pgvector: {exc}".strip()) from exc
+        self.pools = Pools(
+            url,
+            list(replicas),
+            size=pool_size,
+            timeout_s=timeout_s,
+            statement_timeout_s=statement_timeout_s,
+            retry_s=replica_retry_s,
+        )
+        self.replica_wait_s = replica_wait_s
+        self.exact_below = exact_below
+        self.build_memory_mb = build_memory_mb
+        self._local = threading.local()
+
+    # collections
+
+    def create_collection(self, spec: CollectionSpec) -> tuple[CollectionInfo, bool]:
+        with self.pools.write() as conn:
+            row = conn.execute(
+                "INSERT INTO spyglass_collections (name, dim, metric, encoder, m,"
+                " ef_construction, ef_search, options, created_at, version)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, nextval('spyglass_seq'))"
+                f" ON CONFLICT (name) DO NOTHING RETURNING {COLUMNS}",
+                (
+                    spec.name,
+                    spec.dim,
+                    spec.metric,
+                    spec.encoder,
+                    spec.index.m,
+                    spec.index.ef_construction,
+                    spec.index.ef_search,
+                    Jsonb(spec.options),
+                    time.time(),
+                ),
+            ).fetchone()
+            if row is None:
+                existing = _info(_require(conn, spec.name))
+                if existing.spec != spec:
+                    raise Conflict(
+                        f"collection {spec.name!r} exists with other settings", field="name"
+                    )
+                return existing, False
+            table = _table(row[0])
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE {t} (id text PRIMARY KEY, embedding vector({d}) NOT NULL,"
+                    " text text, payload jsonb NOT NULL DEFAULT '{{}}')"
+                ).format(t=table, d=sql.Literal(spec.dim))
+            )
+            conn.execute(
+                sql.SQL("CREATE INDEX {i} ON {t} USING gin (payload jsonb_path_ops)").format(
+                    i=sql.Identifier(f"spyglass_items_{row[0]}_payload"), t=table
+                )
+            )
+            conn.execute(_hnsw_ddl(row[0], spec))
+        return _info(row), True
+
+    def get_collection(self, name: str) -> CollectionInfo:
+        def work(conn: Connection, server: Server) -> CollectionInfo:
+            return _info(_require(conn, name, server))
+
+        return self.pools.read(work)
+
+    def list_collections(self) -> list[CollectionInfo]:
+        def work(conn: Connection, server: Server) -> list[CollectionInfo]:
+            rows = conn.execute(
+                f'SELECT {COLUMNS} FROM spyglass_collections ORDER BY name COLLATE "C"'
+            ).fetchall()
+            return [_info(row) for row in rows]
+
+        return self.pools.read(work)
+
+    def delete_collection(self, name: str) -> None:
+        with self.pools.write() as conn:
+            row = conn.execute(
+                "DELETE FROM spyglass_collections WHERE name = %s RETURNING cid", (name,)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"collection {name!r} not found", field="name")
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {t}").format(t=_table(row[0])))
+
+    # items
+
+    def upsert(self, name: str, items: Sequence[Item]) -> int:
+        latest = {item.id: item for item in items}
+        bulk = self._bulk_depth() > 0
+        with self.pools.write() as conn:
+            cid, dim, count, indexed = _lock(conn, name)
+            table = _table(cid)
+            if bulk and count == 0 and indexed:
+                # An empty collection about to be loaded: build its graph once, at the end.
+                conn.execute(sql.SQL("DROP INDEX IF EXISTS {i}").format(i=_hnsw_name(cid)))
+                indexed = False
+            if count == 0:
+                _copy(conn, table, dim, latest.values())
+                existed = 0
+            elif len(latest) > COPY_ABOVE:
+                existed = _merge_staged(conn, table, dim, latest.values())
+            else:
+                existed = _merge_rows(conn, table, latest.values())
+            row = conn.execute(
+                "UPDATE spyglass_collections SET version = nextval('spyglass_seq'),"
+                " count = count + %s, indexed = %s WHERE cid = %s RETURNING version",
+                (len(latest) - existed, indexed, cid),
+            ).fetchone()
+        assert row is not None
+        if not indexed and not bulk:
+            self.optimize(name)
+        return int(row[0])
+
+    def get_item(self, name: str, item_id: str) -> Item:
+        def work(conn: Connection, server: Server) -> Item:
+            cid = _require(conn, name, server)[0]
+            row = conn.execute(
+                sql.SQL("SELECT id, embedding, text, payload FROM {t} WHERE id = %s").format(
+                    t=_table(cid)
+                ),
+                (item_id,),
+            ).fetchone()
+            if row is None:
+                if not server.primary:
+                    raise Stale
+                raise NotFound(f"item {item_id!r} not found in collection {name!r}", field="id")
+            return Item(id=row[0], vector=_array(row[1]), text=row[2], payload=row[3])
+
+        return self.pools.read(work)
+
+    def delete_items(self, name: str, ids: Sequence[str]) -> tuple[int, int]:
+        unique = list(dict.fromkeys(ids))
+        with self.pools.write() as conn:
+            cid = _lock(conn, name)[0]
+            removed = conn.execute(
+                sql.SQL("DELETE FROM {t} WHERE id = ANY(%s)").format(t=_table(cid)), (unique,)
+            ).rowcount
+            row = conn.execute(
+                "UPDATE spyglass_collections SET version = nextval('spyglass_seq'),"
+                " count = count - %s WHERE cid = %s RETURNING version",
+                (removed, cid),
+            ).fetchone()
+        assert row is not None
+        return removed, int(row[0])
+
+    # search
+
+    def search(
+        self, name: str, queries: Sequence[Query], *, min_version: int = 0
+    ) -> list[list[Hit]]:
+        def work(conn: Connection, server: Server) -> list[list[Hit]]:
+            with conn.transaction():
+                row = self._current(conn, name, server, min_version)
+                return [self._search_one(conn, row, query) for query in queries]
+
+        return self.pools.read(work)
+
+    def _current(
+        self, conn: Connection, name: str, server: Server, min_version: int
+    ) -> tuple[Any, ...]:
+        """The collection's row on ``server``, once it has replayed ``min_version``."""
+        deadline = time.monotonic() + self.replica_wait_s
+        while True:
+            row = _require(conn, name, server)
+            if row[10] >= min_version or server.primary:
+                return row
+            if time.monotonic() >= deadline:
+                raise Stale
+            time.sleep(POLL_S)
+
+    def _search_one(self, conn: Connection, row: tuple[Any, ...], query: Query) -> list[Hit]:
+        cid, dim, metric, ef_search, count, indexed = (
+            row[0],
+            row[2],
+            row[3],
+            row[7],
+            row[11],
+            row[12],
+        )
+        exact = query.exact or not indexed or count <= self.exact_below
+        hits = self._run(conn, cid, dim, metric, query, ef_search, exact)
+        if query.filter is not None and not exact and len(hits) < query.k:
+            # The graph walk gave up before k matches (a rare filter): answer exactly.
+            hits = self._run(conn, cid, dim, metric, query, ef_search, True)
+        return hits
+
+    def _run(
+        self,
+        conn: Connection,
+        cid: int,
+        dim: int,
+        metric: str,
+        query: Query,
+        ef_search: int,
+        exact: bool,
+    ) -> list[Hit]:
+        ef = min(MAX_EF_SEARCH, max(query.ef or ef_search, query.k))
+        conn.execute(
+            "SELECT set_config('enable_indexscan', %s, true),"
+            " set_config('hnsw.ef_search', %s, true),"
+            " set_config('hnsw.iterative_scan', 'relaxed_order', true)",
+            ("off" if exact else "on", str(ef)),
+        )
+        op = sql.SQL(DISTANCE[metric])
+        vector = np.ascontiguousarray(query.vector, dtype=np.float32)
+        if dim > HALFVEC_ABOVE:
+            rank = sql.SQL("embedding::halfvec({d}) {op} %s::halfvec({d})").format(
+                d=sql.Literal(dim), op=op
+            )
+        else:
+            rank = sql.SQL("embedding {op} %s").format(op=op)
+        where, params = (
+            filters.to_postgres(query.filter, "payload") if query.filter else ("TRUE", [])
+        )
+        statement = sql.SQL(
+            "WITH found AS MATERIALIZED (SELECT id, text, payload, embedding {op} %s AS distance"
+            "{vec} FROM {t} WHERE {where} ORDER BY {rank} LIMIT %s)"
+            " SELECT * FROM found ORDER BY distance"
+        ).format(
+            op=op,
+            vec=sql.SQL(", embedding" if query.vectors else ""),
+            t=_table(cid),
+            where=sql.SQL(where),  # compiled from a parsed filter; values are parameters
+            rank=rank,
+        )
+        rows = conn.execute(statement, (vector, *params, vector, query.k)).fetchall()
+        hits = [Hit(r[0], _score(metric, r[3]), r[2], r[1]) for r in rows]
+        if query.vectors:
+            for hit, r in zip(hits, rows, strict=True):
+                hit.vector = _indexed(metric, _array(r[4]))
+        return hits
+
+    # bulk loads and the index
+
+    @contextmanager
+    def _bulk(self) -> Iterator[None]:
+        self._local.depth = self._bulk_depth() + 1
+        try:
+            yield
+        finally:
+            self._local.depth -= 1
+
+    def bulk(self) -> Any:
+        return self._bulk()
+
+    def _bulk_depth(self) -> int:
+        depth: int = getattr(self._local, "depth", 0)
+        return depth
+
+    def optimize(self, name: str) -> None:
+        """Build the collection's HNSW index if a bulk load left it without, and analyze it."""
+        with self.pools.write() as conn:
+            row = conn.execute(
+                f"SELECT {COLUMNS} FROM spyglass_collections WHERE name = %s FOR UPDATE", (name,)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"collection {name!r} not found", field="name")
+            info = _info(row)
+            if not row[12]:
+                conn.execute(
+                    "SELECT set_config('maintenance_work_mem', %s, true)",
+                    (f"{self.build_memory_mb}MB",),
+                )
+                conn.execute(_hnsw_ddl(row[0], info.spec))
+                conn.execute(
+                    "UPDATE spyglass_collections SET indexed = true WHERE cid = %s", (row[0],)
+                )
+            conn.execute(sql.SQL("ANALYZE {t}").format(t=_table(row[0])))
+
+    def check(self) -> None:
+        self.pools.on_primary(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    def close(self) -> None:
+        self.pools.close()
+
+
+def open_connection(url: str, timeout_s: float = 5.0) -> Connection:
+    """A plain connection configured like the store's (for tools and tests)."""
+    conn = psycopg.connect(url, **connection_options(timeout_s, 3600.0))
+    configure(conn)
+    return conn
+
+
+def _table(cid: int) -> sql.Identifier:
+    return sql.Identifier(f"spyglass_items_{cid}")
+
+
+def _hnsw_name(cid: int) -> sql.Identifier:
+    return sql.Identifier(f"spyglass_items_{cid}_hnsw")
+
+
+def _hnsw_ddl(cid: int, spec: CollectionSpec) -> sql.Composed:
+    kind = "halfvec" if spec.dim > HALFVEC_ABOVE else "vector"
+    column = (
+        sql.SQL("(embedding::halfvec({d}))").format(d=sql.Literal(spec.dim))
+        if kind == "halfvec"
+        else sql.SQL("embedding")
+    )
+    return sql.SQL(
+        "CREATE INDEX IF NOT EXISTS {i} ON {t} USING hnsw ({c} {ops})"
+        " WITH (m = {m}, ef_construction = {ef})"
+    ).format(
+        i=_hnsw_name(cid),
+        t=_table(cid),
+        c=column,
+        ops=sql.SQL(f"{kind}_{spec.metric}_ops"),
+        m=sql.Literal(spec.index.m),
+        ef=sql.Literal(spec.index.ef_construction),
+    )
+
+
+def _copy(conn: Connection, table: sql.Identifier, dim: int, items: Any) -> None:
+    """Binary COPY of ``items`` into ``table`` (which holds none of their ids)."""
+    statement = sql.SQL(
+        "COPY {t} (id, embedding, text, payload) FROM STDIN WITH (FORMAT BINARY)"
+    ).format(t=table)
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        copy.set_types(["text", "vector", "text", "jsonb"])
+        for item in items:
+            copy.write_row(
+                (
+                    item.id,
+                    np.ascontiguousarray(item.vector, dtype=np.float32),
+                    item.text,
+                    Jsonb(item.payload),
+                )
+            )
+
+
+def _merge_staged(conn: Connection, table: sql.Identifier, dim: int, items: Any) -> int:
+    """Upsert a large batch through a COPY-filled staging table; how many ids existed."""
+    conn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE spyglass_staging (id text, embedding vector({d}), text text,"
+            " payload jsonb) ON COMMIT DROP"
+        ).format(d=sql.Literal(dim))
+    )
+    staging = sql.Identifier("spyglass_staging")
+    _copy(conn, staging, dim, items)
+    row = conn.execute(
+        sql.SQL("SELECT count(*) FROM {t} JOIN {s} USING (id)").format(t=table, s=staging)
+    ).fetchone()
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {t} (id, embedding, text, payload) SELECT id, embedding, text, payload"
+            " FROM {s} ON CONFLICT (id) DO UPDATE SET embedding = EXCLUDED.embedding,"
+            " text = EXCLUDED.text, payload = EXCLUDED.payload"
+        ).format(t=table, s=staging)
+    )
+    conn.execute(sql.SQL("DROP TABLE {s}").format(s=staging))
+    return int(row[0]) if row else 0
+
+
+def _merge_rows(conn: Connection, table: sql.Identifier, items: Any) -> int:
+    """Upsert a small batch row by row (pipelined); how many ids existed."""
+    batch = list(items)
+    row = conn.execute(
+        sql.SQL("SELECT count(*) FROM {t} WHERE id = ANY(%s)").format(t=table),
+        ([item.id for item in batch],),
+    ).fetchone()
+    with conn.cursor() as cur:
+        cur.executemany(
+            sql.SQL(
+                "INSERT INTO {t} (id, embedding, text, payload) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (id) DO UPDATE SET embedding = EXCLUDED.embedding,"
+                " text = EXCLUDED.text, payload = EXCLUDED.payload"
+            ).format(t=table),
+            [
+                (
+                    item.id,
+                    np.ascontiguousarray(item.vector, dtype=np.float32),
+                    item.text,
+                    Jsonb(item.payload),
+                )
+                for item in batch
+            ],
+        )
+    return int(row[0]) if row else 0
+
+
+def _lock(conn: Connection, name: str) -> tuple[int, int, int, bool]:
+    """(cid, dim, count, indexed) of the collection, its row locked until the transaction ends."""
+    row = conn.execute(
+        "SELECT cid, dim, count, indexed FROM spyglass_collections WHERE name = %s FOR UPDATE",
+        (name,),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"collection {name!r} not found", field="name")
+    return int(row[0]), int(row[1]), int(row[2]), bool(row[3])
+
+
+def _require(conn: Connection, name: str, server: Server | None = None) -> tuple[Any, ...]:
+    row: tuple[Any, ...] | None = conn.execute(
+        f"SELECT {COLUMNS} FROM spyglass_collections WHERE name = %s", (name,)
+    ).fetchone()
+    if row is None:
+        if server is not None and not server.primary:
+            raise Stale  # perhaps created after what this replica has replayed
+        raise NotFound(f"collection {name!r} not found", field="name")
+    return row
+
+
+def _info(row: tuple[Any, ...]) -> CollectionInfo:
+    spec = CollectionSpec(
+        name=row[1],
+        dim=row[2],
+        metric=row[3],
+        encoder=row[4],
+        index=IndexParams(m=row[5], ef_construction=row[6], ef_search=row[7]),
+        options=row[8] if isinstance(row[8], dict) else orjson.loads(row[8]),
+    )
+    return CollectionInfo(spec=spec, count=int(row[11]), version=int(row[10]), created_at=row[9])
+
+
+def _array(value: Any) -> np.ndarray:
+    """A loaded ``vector`` (pgvector's ``Vector``, or a sequence) as float32."""
+    if hasattr(value, "to_numpy"):
+        value = value.to_numpy()
+    return np.asarray(value, dtype=np.float32)
+
+
+def _score(metric: str, distance: float) -> float:
+    """pgvector distances as Spyglass scores: higher is more similar."""
+    return 1.0 - distance if metric == "cosine" else -distance
+
+
+def _indexed(metric: str, vector: np.ndarray) -> np.ndarray:
+    if metric != "cosine":
+        return vector
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm else vector

