@@ -259,3 +259,22 @@ def test_collection_options_round_trip_and_count_in_conflicts(store: Store) -> N
         store.create_collection(
             CollectionSpec(name="f", dim=4, metric="l2", encoder="face", options={"threshold": 0.4})
         )
+
+
+def test_scan_pages_through_every_item_once_in_id_order(store: Store) -> None:
+    store.create_collection(spec())
+    vectors = np.random.default_rng(8).normal(size=(25, 8)).astype(np.float32)
+    store.upsert("c", items(vectors))
+    store.delete_items("c", ["i3"])
+    seen: list[Item] = []
+    after: str | None = None
+    while page := store.scan("c", after, limit=7):
+        assert len(page) <= 7
+        seen.extend(page)
+        after = page[-1].id
+    assert [item.id for item in seen] == sorted(f"i{i}" for i in range(25) if i != 3)
+    by_id = {item.id: item for item in seen}
+    assert np.array_equal(by_id["i12"].vector, vectors[12])
+    assert by_id["i12"].payload == {"n": 12, "parity": "even"} and by_id["i12"].text == "text 12"
+    with pytest.raises(NotFound):
+        store.scan("nope")

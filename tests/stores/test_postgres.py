@@ -249,4 +249,3 @@ def test_keys_in_postgres_are_shared_by_every_instance(pg_database: tuple[str, s
     finally:
         one.close()
         two.close()
-

@@ -344,6 +344,95 @@ def keys_revoke(key_id: str, **overrides: Any) -> None:
     console.print(f"revoked key {info.id} (tenant {info.tenant})", highlight=False)
 
 
+@cli.command(name="migrate")
+@click.option(
+    "--from",
+    "source",
+    required=True,
+    help="The store to copy from: a data directory or a postgresql:// URL.",
+)
+@click.option(
+    "--to",
+    "destination",
+    required=True,
+    help="The store to copy to: a data directory or a postgresql:// URL.",
+)
+@click.option(
+    "--collection",
+    "names",
+    multiple=True,
+    help="A collection to copy (repeat for several); default: every collection.",
+)
+@click.option(
+    "--checkpoint-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("."),
+    show_default=True,
+    help="Where the progress of an interrupted copy is kept, to resume from it.",
+)
+@setting_options("config")
+def migrate_command(
+    source: str,
+    destination: str,
+    names: tuple[str, ...],
+    checkpoint_dir: Path,
+    **overrides: Any,
+) -> None:
+    """Copy collections between stores (embedded and PostgreSQL, either way) with their
+    vectors, texts and payloads: nothing is embedded again.
+
+    Items are copied in pages of 1,000; an interrupted copy started again with the
+    same --from and --to goes on where it stopped. At the end the item counts of both
+    sides are compared. Copy from a store that is not being written to; API keys are
+    not copied.
+    """
+    from spyglass.migrate import checkpoint_path, migrate
+
+    if source == destination:
+        raise click.UsageError("--from and --to name the same store")
+    settings = load_settings(**overrides)
+    checkpoint = checkpoint_path(checkpoint_dir, source, destination)
+    from_store = open_store(settings, source)
+    try:
+        to_store = open_store(settings, destination)
+        try:
+            progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=errors,
+                transient=True,
+            )
+            tasks: dict[str, Any] = {}
+
+            def started(name: str, total: int) -> None:
+                tasks["now"] = progress.add_task(f"migrate {name}", total=total)
+
+            with progress:
+                copied = migrate(
+                    from_store,
+                    to_store,
+                    checkpoint,
+                    names,
+                    on_start=started,
+                    on_page=lambda n: progress.advance(tasks["now"], n),
+                )
+        finally:
+            to_store.close()
+    finally:
+        from_store.close()
+    for result in copied:
+        resumed = f" (resumed after id {result.resumed_after!r})" if result.resumed_after else ""
+        console.print(
+            f"copied {result.name}: {result.items} items{resumed}; counts match",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if not copied:
+        console.print("no collections to copy")
+
+
 @cli.command(name="settings")
 @click.option("--markdown", is_flag=True, help="Print the table as Markdown (docs/settings.md).")
 def settings_command(markdown: bool) -> None:

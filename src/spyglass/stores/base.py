@@ -137,6 +137,13 @@ class Store:
         """The stored item, or ``NotFound``."""
         raise NotImplementedError
 
+    def scan(self, name: str, after: str | None = None, limit: int = 1000) -> list[Item]:
+        """Up to ``limit`` items with ids after ``after`` (all when None), in id order.
+
+        Paging with the last id of each page visits every item once (``spyglass migrate``).
+        """
+        raise NotImplementedError
+
     def delete_items(self, name: str, ids: Sequence[str]) -> tuple[int, int]:
         """Delete items by id; return (how many existed, new version). Unknown ids are ignored."""
         raise NotImplementedError

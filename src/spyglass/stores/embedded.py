@@ -170,6 +170,24 @@ class EmbeddedStore(Store):
             payload=orjson.loads(row[3]),
         )
 
+    def scan(self, name: str, after: str | None = None, limit: int = 1000) -> list[Item]:
+        with self.db.read() as conn:
+            cid = _require(conn, name)[0]
+            rows = conn.execute(
+                "SELECT id, vector, text, payload FROM items WHERE cid = ? AND id > ?"
+                " ORDER BY id LIMIT ?",
+                (cid, "" if after is None else after, limit),
+            ).fetchall()
+        return [
+            Item(
+                id=row[0],
+                vector=np.frombuffer(row[1], dtype=np.float32),
+                text=row[2],
+                payload=orjson.loads(row[3]),
+            )
+            for row in rows
+        ]
+
     def delete_items(self, name: str, ids: Sequence[str]) -> tuple[int, int]:
         with self.db.write() as conn:
             cid = _require(conn, name)[0]

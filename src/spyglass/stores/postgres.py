@@ -211,6 +211,20 @@ class PostgresStore(Store):
 
         return self.pools.read(work)
 
+    def scan(self, name: str, after: str | None = None, limit: int = 1000) -> list[Item]:
+        def work(conn: Connection, server: Server) -> list[Item]:
+            cid = _require(conn, name, server)[0]
+            rows = conn.execute(
+                sql.SQL(
+                    "SELECT id, embedding, text, payload FROM {t}"
+                    " WHERE id > %s ORDER BY id LIMIT %s"
+                ).format(t=_table(cid)),
+                ("" if after is None else after, limit),
+            ).fetchall()
+            return [Item(id=r[0], vector=_array(r[1]), text=r[2], payload=r[3]) for r in rows]
+
+        return self.pools.on_primary(lambda conn: work(conn, self.pools.primary))
+
     def delete_items(self, name: str, ids: Sequence[str]) -> tuple[int, int]:
         unique = list(dict.fromkeys(ids))
         with self.pools.write() as conn:
