@@ -11,9 +11,11 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v ab >/dev/null || missing+=(apache2-utils)  # Chromatica's own load line, in a test
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)  # deploy/nginx.conf
+command -v promtool >/dev/null || missing+=(prometheus)  # promtool: deploy/prometheus.yml
 if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq
-  as_root apt-get install -y -qq "${missing[@]}"
+  as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 scripts/bootstrap.sh test,image,face
 .venv/bin/ruff check src tests benchmarks

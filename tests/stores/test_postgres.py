@@ -19,7 +19,7 @@ from spyglass.auth.keys import KeyRing
 from spyglass.auth.pg_keys import PostgresKeyStore
 from spyglass.errors import ConfigError, NotFound, Unavailable
 from spyglass.stores import pg_schema
-from spyglass.stores.base import CollectionSpec, Item, Query
+from spyglass.stores.base import CollectionSpec, IndexParams, Item, Query
 from spyglass.stores.postgres import PostgresStore
 from tests.pgcluster import Cluster
 
@@ -249,3 +249,36 @@ def test_keys_in_postgres_are_shared_by_every_instance(pg_database: tuple[str, s
     finally:
         one.close()
         two.close()
+
+
+def test_each_query_gets_its_own_ef_and_exactness(pg_database: tuple[str, str]) -> None:
+    store = PostgresStore(pg_database[0], exact_below=0)
+    try:
+        sparse = IndexParams(m=4, ef_construction=8)  # a poor graph, so ef shows
+        store.create_collection(CollectionSpec(name="c", dim=16, metric="l2", index=sparse))
+        data = vectors(4000, dim=16, seed=9)
+        store.upsert("c", items(data))
+        store.optimize("c")
+        queries = vectors(40, dim=16, seed=10)
+        truth = [
+            {f"i{j}" for j in np.argsort(np.linalg.norm(data - q, axis=1))[:10]} for q in queries
+        ]
+
+        def recall(**options: object) -> float:
+            batch = [Query(vector=q, k=10, **options) for q in queries]  # type: ignore[arg-type]
+            results = store.search("c", batch)
+            found = sum(
+                len({h.id for h in hits} & t) for hits, t in zip(results, truth, strict=True)
+            )
+            return found / 400
+
+        assert recall(exact=True) == 1.0
+        narrow, wide = recall(ef=10), recall(ef=400)
+        assert narrow < wide, (narrow, wide)
+        # Mixed in one batch, each query keeps its own settings.
+        mixed = store.search(
+            "c", [Query(vector=queries[0], k=10, ef=10), Query(vector=queries[0], k=10, exact=True)]
+        )
+        assert {h.id for h in mixed[1]} == truth[0]
+    finally:
+        store.close()

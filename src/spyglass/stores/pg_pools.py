@@ -97,7 +97,6 @@ class Pools:
             timeout=self.timeout_s,
             kwargs={**kwargs, "application_name": f"spyglass-{name}"},
             configure=configure,
-            check=ConnectionPool.check_connection,
             reconnect_timeout=max(self.timeout_s, self.retry_s),
             name=f"spyglass-{name}",
             open=True,
@@ -105,35 +104,71 @@ class Pools:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """A primary connection inside a transaction."""
-        with _unavailable(self.primary), self.primary.pool.connection() as conn:
+        """A working primary connection inside a transaction."""
+        with _unavailable(self.primary), self._checked(self.primary) as conn:
             with conn.transaction():
                 yield conn
 
     def on_primary(self, work: Callable[[Connection], T]) -> T:
-        """``work`` run on a primary connection (it opens its own transactions)."""
-        with _unavailable(self.primary), self.primary.pool.connection() as conn:
+        """``work`` run on a working primary connection (it opens its own transactions)."""
+        with _unavailable(self.primary), self._checked(self.primary) as conn:
             return work(conn)
+
+    @contextmanager
+    def _checked(self, server: Server) -> Iterator[Connection]:
+        """A connection that answered a ping; stale ones (the server restarted) are dropped.
+
+        Writes pay the ping (one round trip) so that a write never fails on a connection
+        that died while idle; reads skip it and recover in ``read`` instead.
+        """
+        with server.pool.connection() as conn:
+            try:
+                conn.execute("")
+                alive = True
+            except DRIVER_ERRORS:
+                alive = False
+            if alive:
+                yield conn
+                return
+        server.pool.check()
+        with server.pool.connection() as conn:
+            yield conn
 
     def read(self, work: Callable[[Connection, Server], T]) -> T:
         """``work`` run on a healthy replica, else on the primary.
 
         ``work`` may raise ``Stale`` to move on to the next server (a replica that has
         not replayed what the caller needs yet); ``NotFound`` and the like pass through.
+        A replica that fails is skipped for ``retry_s``; a primary connection that died
+        while idle is replaced and the read tried once more.
         """
         for server in self.readers():
-            try:
-                with server.pool.connection() as conn:
-                    return work(conn, server)
-            except Stale:
-                continue
-            except DRIVER_ERRORS as exc:
-                if server.primary:
+            for attempt in (1, 2):
+                broken = False
+                try:
+                    with server.pool.connection() as conn:
+                        try:
+                            return work(conn, server)
+                        except DRIVER_ERRORS:
+                            broken = conn.broken
+                            raise
+                except Stale:
+                    break
+                except DRIVER_ERRORS as exc:
+                    if not server.primary:
+                        self._skip(server, exc)
+                        break
+                    if attempt == 1 and broken:
+                        server.pool.check()
+                        continue
                     raise _as_unavailable(server, exc) from exc
-                log.warning("%s failed (%s); skipped for %.0f s", server.name, exc, self.retry_s)
-                with server.lock:
-                    server.down_until = time.monotonic() + self.retry_s
         raise AssertionError("unreachable: the primary is always the last reader")
+
+    def _skip(self, server: Server, exc: Exception) -> None:
+        log.warning("%s failed (%s); skipped for %.0f s", server.name, exc, self.retry_s)
+        with server.lock:
+            server.down_until = time.monotonic() + self.retry_s
+        threading.Thread(target=server.pool.check, name="spyglass-pool-check", daemon=True).start()
 
     def readers(self) -> list[Server]:
         """Healthy replicas, starting with the next in turn, then the primary."""

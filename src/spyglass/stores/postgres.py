@@ -19,7 +19,8 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import replace
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -60,6 +61,30 @@ MAX_EF_SEARCH = 1000
 COPY_ABOVE = 64
 """Batches larger than this are written with binary COPY through a staging table."""
 POLL_S = 0.005
+SETTINGS = (
+    "SELECT set_config('enable_indexscan', %s, true), set_config('hnsw.ef_search', %s, true),"
+    " set_config('hnsw.iterative_scan', 'relaxed_order', true)"
+)
+"""One query's planner and HNSW settings, for the rest of its transaction only."""
+STATE_AND_SETTINGS = (
+    f"SELECT s.*, c.cid, c.version, c.count, c.indexed FROM ({SETTINGS}) s"
+    " LEFT JOIN spyglass_collections c ON c.name = %s"
+)
+"""The first query's settings and the collection's (cid, version, count, indexed)."""
+
+
+class Layout(NamedTuple):
+    """What a search of a collection needs before it starts. ``cid``, ``dim``, ``metric``
+    and ``ef_search`` never change for a cid; ``items`` and ``indexed`` are as last seen,
+    and only choose between exact and HNSW search."""
+
+    name: str
+    cid: int
+    dim: int
+    metric: str
+    ef_search: int
+    items: int
+    indexed: bool
 
 
 class PostgresStore(Store):
@@ -97,6 +122,8 @@ class PostgresStore(Store):
         self.exact_below = exact_below
         self.build_memory_mb = build_memory_mb
         self._local = threading.local()
+        self._layouts: dict[str, Layout] = {}
+        self._statements: dict[tuple[int, bool], str] = {}
 
     # collections
 
@@ -246,86 +273,79 @@ class PostgresStore(Store):
         self, name: str, queries: Sequence[Query], *, min_version: int = 0
     ) -> list[list[Hit]]:
         def work(conn: Connection, server: Server) -> list[list[Hit]]:
-            with conn.transaction():
-                row = self._current(conn, name, server, min_version)
-                return [self._search_one(conn, row, query) for query in queries]
+            deadline = time.monotonic() + self.replica_wait_s
+            while True:
+                layout = self._layouts.get(name) or self._layout(conn, name, server)
+                try:
+                    row, found = self._pipelined(conn, layout, queries)
+                except psycopg.errors.UndefinedTable:
+                    self._layouts.pop(name, None)  # deleted, perhaps made again: look again
+                    continue
+                if row is None or row[0] != layout.cid:
+                    self._layouts.pop(name, None)
+                    if row is None and (server.primary or time.monotonic() >= deadline):
+                        if not server.primary:
+                            raise Stale
+                        raise NotFound(f"collection {name!r} not found", field="name")
+                    continue
+                self._layouts[name] = layout._replace(items=row[2], indexed=row[3])
+                if row[1] >= min_version or server.primary:
+                    break
+                if time.monotonic() >= deadline:
+                    raise Stale  # this replica has not replayed the write: next server
+                time.sleep(POLL_S)
+            hits = []
+            for query, rows in zip(queries, found, strict=True):
+                exact = self._exact(layout, query)
+                if query.filter is not None and not exact and len(rows) < query.k:
+                    # The graph walk gave up before k matches (a rare filter): answer exactly.
+                    rows = self._pipelined(conn, layout, [replace(query, exact=True)])[1][0]
+                hits.append(_hits(layout.metric, query, rows))
+            return hits
 
         return self.pools.read(work)
 
-    def _current(
-        self, conn: Connection, name: str, server: Server, min_version: int
-    ) -> tuple[Any, ...]:
-        """The collection's row on ``server``, once it has replayed ``min_version``."""
-        deadline = time.monotonic() + self.replica_wait_s
-        while True:
-            row = _require(conn, name, server)
-            if row[10] >= min_version or server.primary:
-                return row
-            if time.monotonic() >= deadline:
-                raise Stale
-            time.sleep(POLL_S)
+    def _layout(self, conn: Connection, name: str, server: Server) -> Layout:
+        """What searching ``name`` needs to know before it starts (cached per name)."""
+        row = _require(conn, name, server)
+        layout = Layout(name, row[0], row[2], row[3], row[7], row[11], row[12])
+        self._layouts[name] = layout
+        return layout
 
-    def _search_one(self, conn: Connection, row: tuple[Any, ...], query: Query) -> list[Hit]:
-        cid, dim, metric, ef_search, count, indexed = (
-            row[0],
-            row[2],
-            row[3],
-            row[7],
-            row[11],
-            row[12],
-        )
-        exact = query.exact or not indexed or count <= self.exact_below
-        hits = self._run(conn, cid, dim, metric, query, ef_search, exact)
-        if query.filter is not None and not exact and len(hits) < query.k:
-            # The graph walk gave up before k matches (a rare filter): answer exactly.
-            hits = self._run(conn, cid, dim, metric, query, ef_search, True)
-        return hits
+    def _exact(self, layout: Layout, query: Query) -> bool:
+        return query.exact or not layout.indexed or layout.items <= self.exact_below
 
-    def _run(
-        self,
-        conn: Connection,
-        cid: int,
-        dim: int,
-        metric: str,
-        query: Query,
-        ef_search: int,
-        exact: bool,
-    ) -> list[Hit]:
-        ef = min(MAX_EF_SEARCH, max(query.ef or ef_search, query.k))
-        conn.execute(
-            "SELECT set_config('enable_indexscan', %s, true),"
-            " set_config('hnsw.ef_search', %s, true),"
-            " set_config('hnsw.iterative_scan', 'relaxed_order', true)",
-            ("off" if exact else "on", str(ef)),
-        )
-        op = sql.SQL(DISTANCE[metric])
-        vector = np.ascontiguousarray(query.vector, dtype=np.float32)
-        if dim > HALFVEC_ABOVE:
-            rank = sql.SQL("embedding::halfvec({d}) {op} %s::halfvec({d})").format(
-                d=sql.Literal(dim), op=op
-            )
-        else:
-            rank = sql.SQL("embedding {op} %s").format(op=op)
-        where, params = (
-            filters.to_postgres(query.filter, "payload") if query.filter else ("TRUE", [])
-        )
-        statement = sql.SQL(
-            "WITH found AS MATERIALIZED (SELECT id, text, payload, embedding {op} %s AS distance"
-            "{vec} FROM {t} WHERE {where} ORDER BY {rank} LIMIT %s)"
-            " SELECT * FROM found ORDER BY distance"
-        ).format(
-            op=op,
-            vec=sql.SQL(", embedding" if query.vectors else ""),
-            t=_table(cid),
-            where=sql.SQL(where),  # compiled from a parsed filter; values are parameters
-            rank=rank,
-        )
-        rows = conn.execute(statement, (vector, *params, vector, query.k)).fetchall()
-        hits = [Hit(r[0], _score(metric, r[3]), r[2], r[1]) for r in rows]
-        if query.vectors:
-            for hit, r in zip(hits, rows, strict=True):
-                hit.vector = _indexed(metric, _array(r[4]))
-        return hits
+    def _pipelined(
+        self, conn: Connection, layout: Layout, queries: Sequence[Query]
+    ) -> tuple[tuple[Any, ...] | None, list[list[tuple[Any, ...]]]]:
+        """The collection's (cid, version, count, indexed) and each query's rows, in one
+        round trip: the statements go as one pipeline inside one transaction, so the
+        settings of each query apply to it alone."""
+        with conn.pipeline(), conn.transaction():
+            cursors = []
+            state = None
+            for query in queries:
+                settings = (
+                    "off" if self._exact(layout, query) else "on",
+                    str(min(MAX_EF_SEARCH, max(query.ef or layout.ef_search, query.k))),
+                )
+                if state is None:  # the first query's settings ride on the state row
+                    state = conn.execute(STATE_AND_SETTINGS, (*settings, layout.name))
+                else:
+                    conn.execute(SETTINGS, settings)
+                cursors.append(conn.execute(self._statement(conn, layout, query), _params(query)))
+        row = state.fetchone() if state is not None else None
+        return (row[3:] if row and row[3] is not None else None), [c.fetchall() for c in cursors]
+
+    def _statement(self, conn: Connection, layout: Layout, query: Query) -> str | sql.Composed:
+        """The search statement; those without a filter are rendered once per collection."""
+        if query.filter is not None:
+            return _search_sql(layout, query)
+        key = (layout.cid, query.vectors)
+        text = self._statements.get(key)
+        if text is None:
+            text = self._statements[key] = _search_sql(layout, query).as_string(conn)
+        return text
 
     # bulk loads and the index
 
@@ -354,8 +374,10 @@ class PostgresStore(Store):
                 raise NotFound(f"collection {name!r} not found", field="name")
             info = _info(row)
             if not row[12]:
+                # A build takes minutes on big collections: not bound by the statement timeout.
                 conn.execute(
-                    "SELECT set_config('maintenance_work_mem', %s, true)",
+                    "SELECT set_config('maintenance_work_mem', %s, true),"
+                    " set_config('statement_timeout', '0', true)",
                     (f"{self.build_memory_mb}MB",),
                 )
                 conn.execute(_hnsw_ddl(row[0], info.spec))
@@ -376,6 +398,51 @@ def open_connection(url: str, timeout_s: float = 5.0) -> Connection:
     conn = psycopg.connect(url, **connection_options(timeout_s, 3600.0))
     configure(conn)
     return conn
+
+
+def _search_sql(layout: Layout, query: Query) -> sql.Composed:
+    """The statement of one k-NN query (parameters: ``_params``).
+
+    The inner query walks the index (or scans, when exact) for the ``k`` best; with
+    iterative scans their order is only nearly right, so the outer one sorts them.
+    Above 2,000 dimensions the walk uses the half-precision index and the score the
+    full vector.
+    """
+    op = sql.SQL(DISTANCE[layout.metric])
+    if layout.dim > HALFVEC_ABOVE:
+        rank = sql.SQL("embedding::halfvec({d}) {op} %s::halfvec({d})").format(
+            d=sql.Literal(layout.dim), op=op
+        )
+    else:
+        rank = sql.SQL("embedding {op} %s").format(op=op)
+    where = filters.to_postgres(query.filter, "payload")[0] if query.filter else "TRUE"
+    statement = sql.SQL(
+        "WITH found AS MATERIALIZED (SELECT id, text, payload, embedding {op} %s AS distance"
+        "{vec} FROM {t} WHERE {where} ORDER BY {rank} LIMIT %s)"
+        " SELECT * FROM found ORDER BY distance"
+    ).format(
+        op=op,
+        vec=sql.SQL(", embedding" if query.vectors else ""),
+        t=_table(layout.cid),
+        where=sql.SQL(where),  # compiled from a parsed filter; values are parameters
+        rank=rank,
+    )
+    return statement
+
+
+def _params(query: Query) -> tuple[Any, ...]:
+    """The parameters of ``_search_sql``'s statement, in placeholder order."""
+    vector = np.ascontiguousarray(query.vector, dtype=np.float32)
+    flt = filters.to_postgres(query.filter, "payload")[1] if query.filter else []
+    return (vector, *flt, vector, query.k)
+
+
+def _hits(metric: str, query: Query, rows: list[tuple[Any, ...]]) -> list[Hit]:
+    hits = [Hit(r[0], _score(metric, r[3]), r[2], r[1]) for r in rows]
+    if query.vectors:
+        for hit, r in zip(hits, rows, strict=True):
+            hit.vector = _indexed(metric, _array(r[4]))
+    return hits
 
 
 def _table(cid: int) -> sql.Identifier:
