@@ -17,7 +17,7 @@ import pytest
 
 from spyglass.auth.keys import KeyRing
 from spyglass.auth.pg_keys import PostgresKeyStore
-from spyglass.errors import ConfigError, NotFound, Unavailable
+from spyglass.errors import ConfigError, InvalidRequest, NotFound, Unavailable
 from spyglass.stores import pg_schema
 from spyglass.stores.base import CollectionSpec, IndexParams, Item, Query
 from spyglass.stores.postgres import PostgresStore
@@ -282,3 +282,36 @@ def test_each_query_gets_its_own_ef_and_exactness(pg_database: tuple[str, str]) 
         assert {h.id for h in mixed[1]} == truth[0]
     finally:
         store.close()
+
+
+def test_what_postgres_cannot_hold_is_the_clients_error(pg_database: tuple[str, str]) -> None:
+    store = PostgresStore(pg_database[0])
+    try:
+        with pytest.raises(InvalidRequest) as caught:
+            store.create_collection(CollectionSpec(name="c", dim=8, index=IndexParams(m=128)))
+        assert caught.value.field == "index.m"
+        with pytest.raises(InvalidRequest) as caught:
+            store.create_collection(
+                CollectionSpec(name="c", dim=8, index=IndexParams(m=16, ef_construction=20))
+            )
+        assert caught.value.field == "index.ef_construction"
+        with pytest.raises(InvalidRequest) as caught:
+            store.create_collection(CollectionSpec(name="c", dim=5000))
+        assert caught.value.field == "dim"
+        assert store.list_collections() == []
+
+        store.create_collection(CollectionSpec(name="c", dim=8))
+        with pytest.raises(InvalidRequest, match="cannot store this value"):
+            store.upsert("c", [Item(id="a\x00b", vector=vectors(1)[0])])
+        with pytest.raises(InvalidRequest) as caught:
+            store.upsert("c", [Item(id="short", vector=vectors(1, dim=4)[0])])
+        assert caught.value.field == "items[0].vector"
+        assert store.get_collection("c").count == 0
+    finally:
+        store.close()
+
+
+def test_a_standby_given_as_the_primary_is_refused(pg_database: tuple[str, str]) -> None:
+    PostgresStore(pg_database[0]).close()  # the schema exists, and reaches the replica
+    with pytest.raises(ConfigError, match="read-only"):
+        PostgresStore(pg_database[1])

@@ -1,14 +1,17 @@
 """API keys in PostgreSQL, shared by every Spyglass instance that uses the same database.
 
 Always read from the primary: a key just revoked must not keep working on a
-lagging replica. Every change draws from the ``spyglass_keys_version`` sequence;
-workers compare its value with what they loaded, asking at most once per
-``recheck_s``, so a revocation takes effect everywhere within about a second
-without a query per request.
+lagging replica. Every change bumps ``spyglass_keys_version`` in its own
+transaction, so the new number is seen only with the change itself. A thread
+per worker reads that number every ``recheck_s`` and the request path only
+compares it with what the worker loaded: a revocation takes effect everywhere
+within about a second, and no request waits on the database to learn it (when
+the primary is down, the last keys read keep working).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -23,8 +26,11 @@ from spyglass.errors import ConfigError, NotFound, Unavailable
 from spyglass.stores.pg_pools import DRIVER_ERRORS, connection_options
 from spyglass.stores.pg_schema import migrate
 
+log = logging.getLogger(__name__)
+
 RECHECK_S = 1.0
 COLUMNS = "id, tenant, scopes, label, created_at, revoked_at"
+BUMP = "UPDATE spyglass_keys_version SET version = version + 1"
 
 
 class PostgresKeyStore(KeyStore):
@@ -48,9 +54,13 @@ class PostgresKeyStore(KeyStore):
             open=True,
         )
         self.recheck_s = recheck_s
-        self._lock = threading.Lock()
+        self._closed = threading.Event()
         self._version = 0
-        self._checked = 0.0
+        self._watcher: threading.Thread | None = None
+        if recheck_s > 0:
+            self._read_version()
+            self._watcher = threading.Thread(target=self._watch, name="spyglass-keys", daemon=True)
+            self._watcher.start()
 
     @contextmanager
     def _transaction(self) -> Iterator[psycopg.Connection[Any]]:
@@ -64,13 +74,12 @@ class PostgresKeyStore(KeyStore):
 
     def _insert(self, info: KeyInfo, digest: str) -> None:
         with self._transaction() as conn:
-            conn.execute("SELECT nextval('spyglass_keys_version')")
+            conn.execute(BUMP)
             conn.execute(
                 "INSERT INTO spyglass_keys (id, hash, tenant, scopes, label, created_at)"
                 " VALUES (%s, %s, %s, %s, %s, %s)",
                 (info.id, digest, info.tenant, ",".join(info.scopes), info.label, info.created_at),
             )
-        self._checked = 0.0
 
     def list(self, include_revoked: bool = False) -> list[KeyInfo]:
         where = "" if include_revoked else " WHERE revoked_at IS NULL"
@@ -82,7 +91,7 @@ class PostgresKeyStore(KeyStore):
 
     def revoke(self, key_id: str) -> KeyInfo:
         with self._transaction() as conn:
-            conn.execute("SELECT nextval('spyglass_keys_version')")
+            conn.execute(BUMP)
             conn.execute(
                 "UPDATE spyglass_keys SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL",
                 (time.time(), key_id),
@@ -90,7 +99,6 @@ class PostgresKeyStore(KeyStore):
             row = conn.execute(
                 f"SELECT {COLUMNS} FROM spyglass_keys WHERE id = %s", (key_id,)
             ).fetchone()
-        self._checked = 0.0
         if row is None:
             raise NotFound(f"no API key {key_id!r}", field="key_id")
         return key_info(row)
@@ -104,17 +112,25 @@ class PostgresKeyStore(KeyStore):
         return active_keys(rows), bool(ever and ever[0])
 
     def data_version(self) -> int:
-        now = time.monotonic()
-        with self._lock:
-            if now - self._checked < self.recheck_s:
-                return self._version
+        if self.recheck_s <= 0:
+            return self._read_version()
+        return self._version
+
+    def _read_version(self) -> int:
         with self._transaction() as conn:
-            row = conn.execute(
-                "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM spyglass_keys_version"
-            ).fetchone()
-        with self._lock:
-            self._version, self._checked = int(row[0]) if row else 0, now
-            return self._version
+            row = conn.execute("SELECT version FROM spyglass_keys_version").fetchone()
+        self._version = int(row[0]) if row else 0
+        return self._version
+
+    def _watch(self) -> None:
+        while not self._closed.wait(self.recheck_s):
+            try:
+                self._read_version()
+            except Unavailable:
+                log.warning("cannot read the API keys' version; the last keys read stay in force")
 
     def close(self) -> None:
+        self._closed.set()
+        if self._watcher is not None:
+            self._watcher.join()
         self.pool.close()

@@ -390,7 +390,9 @@ def migrate_command(
 
     if source == destination:
         raise click.UsageError("--from and --to name the same store")
-    settings = load_settings(**overrides)
+    # Both sides on their primaries: a lagging replica would miscount, and the configured
+    # replicas belong to the configured store, which --from or --to may not be.
+    settings = load_settings(**overrides).model_copy(update={"store_replicas": ""})
     checkpoint = checkpoint_path(checkpoint_dir, source, destination)
     from_store = open_store(settings, source)
     try:

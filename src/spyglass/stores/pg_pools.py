@@ -25,15 +25,21 @@ from pgvector.psycopg import register_vector
 from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from spyglass.errors import Unavailable
+from spyglass.errors import InvalidRequest, Unavailable
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Connection = psycopg.Connection[Any]
 
-DRIVER_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
-"""What a database that is down, restarting, saturated or too slow raises."""
+DRIVER_ERRORS = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    psycopg.errors.ReadOnlySqlTransaction,
+    PoolTimeout,
+)
+"""What a database that is down, restarting, saturated, too slow or no longer the
+primary (after a failover) raises."""
 
 
 def connection_options(timeout_s: float, statement_timeout_s: float) -> dict[str, Any]:
@@ -139,14 +145,16 @@ class Pools:
 
         ``work`` may raise ``Stale`` to move on to the next server (a replica that has
         not replayed what the caller needs yet); ``NotFound`` and the like pass through.
-        A replica that fails is skipped for ``retry_s``; a primary connection that died
-        while idle is replaced and the read tried once more.
+        Only a connection that fails makes a replica skipped for ``retry_s``; a statement
+        that ran out of time is a 503 at once (on another server it would only run out
+        of time again), and a query a replica cancelled to replay WAL moves on. A primary
+        connection that died while idle is replaced and the read tried once more.
         """
         for server in self.readers():
             for attempt in (1, 2):
                 broken = False
                 try:
-                    with server.pool.connection() as conn:
+                    with _refused_data(), server.pool.connection() as conn:
                         try:
                             return work(conn, server)
                         except DRIVER_ERRORS:
@@ -154,6 +162,12 @@ class Pools:
                             raise
                 except Stale:
                     break
+                except psycopg.errors.QueryCanceled as exc:
+                    raise _as_unavailable(server, exc) from exc
+                except psycopg.errors.SerializationFailure:
+                    if server.primary:
+                        raise
+                    break  # a recovery conflict on a replica: not a sign it is down
                 except DRIVER_ERRORS as exc:
                     if not server.primary:
                         self._skip(server, exc)
@@ -191,9 +205,21 @@ class Stale(Exception):
 @contextmanager
 def _unavailable(server: Server) -> Iterator[None]:
     try:
-        yield
+        with _refused_data():
+            yield
     except DRIVER_ERRORS as exc:
         raise _as_unavailable(server, exc) from exc
+
+
+@contextmanager
+def _refused_data() -> Iterator[None]:
+    """Values PostgreSQL cannot hold (a NUL character in a text, a number beyond
+    half precision in a wide vector) are the client's to fix: a 422, not a 500."""
+    try:
+        yield
+    except psycopg.DataError as exc:
+        reason = exc.diag.message_primary or str(exc).splitlines()[0]
+        raise InvalidRequest(f"the database cannot store this value: {reason}") from exc
 
 
 def _as_unavailable(server: Server, exc: Exception) -> Unavailable:
@@ -201,6 +227,8 @@ def _as_unavailable(server: Server, exc: Exception) -> Unavailable:
         reason = "no connection became free in time"
     elif isinstance(exc, psycopg.errors.QueryCanceled):
         reason = "the statement took longer than store_statement_timeout_s"
+    elif isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+        reason = "it is read-only (a standby, not the primary)"
     else:
         reason = "it cannot be reached"
     return Unavailable(

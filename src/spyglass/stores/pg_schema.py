@@ -15,6 +15,7 @@ import psycopg
 
 from spyglass.errors import ConfigError
 
+PGVECTOR_MIN = (0, 8)
 MIGRATION_LOCK = 0x5350_5947  # "SPYG": pg_advisory_xact_lock key shared by every instance
 
 MIGRATIONS: tuple[str, ...] = (
@@ -47,7 +48,8 @@ MIGRATIONS: tuple[str, ...] = (
         created_at double precision NOT NULL,
         revoked_at double precision
     );
-    CREATE SEQUENCE spyglass_keys_version;
+    CREATE TABLE spyglass_keys_version (version bigint NOT NULL);
+    INSERT INTO spyglass_keys_version VALUES (0);
     """,
 )
 
@@ -69,6 +71,13 @@ def migrate(conn: psycopg.Connection[Any]) -> int:
             conn.execute(script)
             conn.execute("INSERT INTO spyglass_schema (version) VALUES (%s)", (number,))
             done = number
+    row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+    found = tuple(int(part) for part in str(row[0] if row else "0").split(".")[:2])
+    if found < PGVECTOR_MIN:
+        raise ConfigError(
+            f"pgvector {row[0] if row else '(none)'} is installed; Spyglass needs 0.8 or newer"
+            " (iterative index scans): ALTER EXTENSION vector UPDATE"
+        )
     if done > len(MIGRATIONS):
         raise ConfigError(
             f"the database has schema version {done}, newer than this Spyglass knows"

@@ -15,12 +15,13 @@ has not replayed the version a search asks for, hands the read to the primary.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
 import orjson
@@ -29,7 +30,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from spyglass import filters
-from spyglass.errors import ConfigError, Conflict, NotFound
+from spyglass.errors import ConfigError, Conflict, InvalidRequest, NotFound, Unavailable
 from spyglass.stores.base import (
     CollectionInfo,
     CollectionSpec,
@@ -50,6 +51,8 @@ from spyglass.stores.pg_pools import (
 )
 from spyglass.stores.pg_schema import migrate
 
+log = logging.getLogger(__name__)
+
 COLUMNS = (
     "cid, name, dim, metric, encoder, m, ef_construction, ef_search, options, created_at,"
     " version, count, indexed"
@@ -58,6 +61,7 @@ DISTANCE = {"cosine": "<=>", "ip": "<#>", "l2": "<->"}
 HALFVEC_ABOVE = 2000
 """pgvector indexes ``vector`` up to 2,000 dimensions and ``halfvec`` up to 4,000."""
 MAX_EF_SEARCH = 1000
+MAX_INDEXED_DIM = 4000
 COPY_ABOVE = 64
 """Batches larger than this are written with binary COPY through a staging table."""
 POLL_S = 0.005
@@ -108,8 +112,10 @@ class PostgresStore(Store):
                 migrate(conn)
         except DRIVER_ERRORS as exc:
             raise ConfigError(f"cannot use the PostgreSQL store: {exc}".strip()) from exc
-        except psycopg.errors.FeatureNotSupported as exc:
-            raise ConfigError(f"the database lacks pgvector: {exc}".strip()) from exc
+        except psycopg.ProgrammingError as exc:  # a malformed URL: its text may hold the password
+            raise ConfigError("the PostgreSQL store URL does not parse") from exc
+        except psycopg.Error as exc:  # no right to create tables or the extension, ...
+            raise ConfigError(f"cannot prepare the PostgreSQL store: {exc}".strip()) from exc
         self.pools = Pools(
             url,
             list(replicas),
@@ -123,11 +129,14 @@ class PostgresStore(Store):
         self.build_memory_mb = build_memory_mb
         self._local = threading.local()
         self._layouts: dict[str, Layout] = {}
-        self._statements: dict[tuple[int, bool], str] = {}
+        self._statements: dict[tuple[int, bool, bool], str] = {}
+        self._build_lock = threading.Lock()
+        self._builders: dict[str, threading.Thread] = {}
 
     # collections
 
     def create_collection(self, spec: CollectionSpec) -> tuple[CollectionInfo, bool]:
+        _check_index(spec)
         with self.pools.write() as conn:
             row = conn.execute(
                 "INSERT INTO spyglass_collections (name, dim, metric, encoder, m,"
@@ -156,7 +165,8 @@ class PostgresStore(Store):
             table = _table(row[0])
             conn.execute(
                 sql.SQL(
-                    "CREATE TABLE {t} (id text PRIMARY KEY, embedding vector({d}) NOT NULL,"
+                    'CREATE TABLE {t} (id text COLLATE "C" PRIMARY KEY,'
+                    " embedding vector({d}) NOT NULL,"
                     " text text, payload jsonb NOT NULL DEFAULT '{{}}')"
                 ).format(t=table, d=sql.Literal(spec.dim))
             )
@@ -199,6 +209,12 @@ class PostgresStore(Store):
         bulk = self._bulk_depth() > 0
         with self.pools.write() as conn:
             cid, dim, count, indexed = _lock(conn, name)
+            for i, item in enumerate(latest.values()):
+                if len(item.vector) != dim:  # the engine checked a replica's view: recheck
+                    raise InvalidRequest(
+                        f"vector has {len(item.vector)} dimensions; collection {name!r} has {dim}",
+                        field=f"items[{i}].vector",
+                    )
             table = _table(cid)
             if bulk and count == 0 and indexed:
                 # An empty collection about to be loaded: build its graph once, at the end.
@@ -218,18 +234,38 @@ class PostgresStore(Store):
             ).fetchone()
         assert row is not None
         if not indexed and not bulk:
-            self.optimize(name)
+            self._build_later(name)  # a bulk load that never finished: index it, off the request
         return int(row[0])
+
+    def _build_later(self, name: str) -> None:
+        with self._build_lock:
+            running = self._builders.get(name)
+            if running is not None and running.is_alive():
+                return
+            thread = threading.Thread(
+                target=self._build_quietly, args=(name,), name=f"hnsw-{name}", daemon=True
+            )
+            self._builders[name] = thread
+            thread.start()
+
+    def _build_quietly(self, name: str) -> None:
+        try:
+            self.optimize(name)
+        except NotFound:
+            pass
+        except Exception:
+            log.exception("building the HNSW index of %s failed", name)
 
     def get_item(self, name: str, item_id: str) -> Item:
         def work(conn: Connection, server: Server) -> Item:
             cid = _require(conn, name, server)[0]
-            row = conn.execute(
-                sql.SQL("SELECT id, embedding, text, payload FROM {t} WHERE id = %s").format(
-                    t=_table(cid)
-                ),
-                (item_id,),
-            ).fetchone()
+            with _gone(name, server):
+                row = conn.execute(
+                    sql.SQL("SELECT id, embedding, text, payload FROM {t} WHERE id = %s").format(
+                        t=_table(cid)
+                    ),
+                    (item_id,),
+                ).fetchone()
             if row is None:
                 if not server.primary:
                     raise Stale
@@ -241,13 +277,14 @@ class PostgresStore(Store):
     def scan(self, name: str, after: str | None = None, limit: int = 1000) -> list[Item]:
         def work(conn: Connection, server: Server) -> list[Item]:
             cid = _require(conn, name, server)[0]
-            rows = conn.execute(
-                sql.SQL(
-                    "SELECT id, embedding, text, payload FROM {t}"
-                    " WHERE id > %s ORDER BY id LIMIT %s"
-                ).format(t=_table(cid)),
-                ("" if after is None else after, limit),
-            ).fetchall()
+            with _gone(name, server):
+                rows = conn.execute(
+                    sql.SQL(
+                        "SELECT id, embedding, text, payload FROM {t}"
+                        " WHERE id > %s ORDER BY id LIMIT %s"
+                    ).format(t=_table(cid)),
+                    ("" if after is None else after, limit),
+                ).fetchall()
             return [Item(id=r[0], vector=_array(r[1]), text=r[2], payload=r[3]) for r in rows]
 
         return self.pools.on_primary(lambda conn: work(conn, self.pools.primary))
@@ -273,27 +310,24 @@ class PostgresStore(Store):
         self, name: str, queries: Sequence[Query], *, min_version: int = 0
     ) -> list[list[Hit]]:
         def work(conn: Connection, server: Server) -> list[list[Hit]]:
-            deadline = time.monotonic() + self.replica_wait_s
-            while True:
+            for _ in range(3):  # a collection deleted (perhaps made again) meanwhile: look again
                 layout = self._layouts.get(name) or self._layout(conn, name, server)
                 try:
                     row, found = self._pipelined(conn, layout, queries)
                 except psycopg.errors.UndefinedTable:
-                    self._layouts.pop(name, None)  # deleted, perhaps made again: look again
+                    self._layouts.pop(name, None)
                     continue
                 if row is None or row[0] != layout.cid:
                     self._layouts.pop(name, None)
-                    if row is None and (server.primary or time.monotonic() >= deadline):
-                        if not server.primary:
-                            raise Stale
-                        raise NotFound(f"collection {name!r} not found", field="name")
+                    if row is None:
+                        _missing(name, server)
                     continue
                 self._layouts[name] = layout._replace(items=row[2], indexed=row[3])
                 if row[1] >= min_version or server.primary:
                     break
-                if time.monotonic() >= deadline:
-                    raise Stale  # this replica has not replayed the write: next server
-                time.sleep(POLL_S)
+                self._await_version(conn, name, min_version)  # Stale past replica_wait_s
+            else:
+                _missing(name, server)
             hits = []
             for query, rows in zip(queries, found, strict=True):
                 exact = self._exact(layout, query)
@@ -304,6 +338,20 @@ class PostgresStore(Store):
             return hits
 
         return self.pools.read(work)
+
+    def _await_version(self, conn: Connection, name: str, version: int) -> None:
+        """Wait, by cheap polls, until this replica has replayed ``version`` of ``name``;
+        past ``replica_wait_s`` raise ``Stale`` so that the next server is asked."""
+        deadline = time.monotonic() + self.replica_wait_s
+        while True:
+            row = conn.execute(
+                "SELECT version FROM spyglass_collections WHERE name = %s", (name,)
+            ).fetchone()
+            if row is not None and row[0] >= version:
+                return
+            if time.monotonic() >= deadline:
+                raise Stale
+            time.sleep(POLL_S)
 
     def _layout(self, conn: Connection, name: str, server: Server) -> Layout:
         """What searching ``name`` needs to know before it starts (cached per name)."""
@@ -321,30 +369,40 @@ class PostgresStore(Store):
         """The collection's (cid, version, count, indexed) and each query's rows, in one
         round trip: the statements go as one pipeline inside one transaction, so the
         settings of each query apply to it alone."""
-        with conn.pipeline(), conn.transaction():
-            cursors = []
-            state = None
-            for query in queries:
-                settings = (
-                    "off" if self._exact(layout, query) else "on",
-                    str(min(MAX_EF_SEARCH, max(query.ef or layout.ef_search, query.k))),
-                )
-                if state is None:  # the first query's settings ride on the state row
-                    state = conn.execute(STATE_AND_SETTINGS, (*settings, layout.name))
-                else:
-                    conn.execute(SETTINGS, settings)
-                cursors.append(conn.execute(self._statement(conn, layout, query), _params(query)))
+        cursors = []
+        state = None
+        try:
+            # BEGIN and COMMIT queued by hand: conn.transaction() would sync on its own.
+            with conn.pipeline():
+                conn.execute("BEGIN")
+                for query in queries:
+                    settings = (
+                        "off" if self._exact(layout, query) else "on",
+                        str(min(MAX_EF_SEARCH, max(query.ef or layout.ef_search, query.k))),
+                    )
+                    if state is None:  # the first query's settings ride on the state row
+                        state = conn.execute(STATE_AND_SETTINGS, (*settings, layout.name))
+                    else:
+                        conn.execute(SETTINGS, settings)
+                    statement = self._statement(conn, layout, query)
+                    cursors.append(conn.execute(statement, _params(query)))
+                conn.execute("COMMIT")
+        except BaseException:
+            if not conn.broken:
+                conn.rollback()
+            raise
         row = state.fetchone() if state is not None else None
         return (row[3:] if row and row[3] is not None else None), [c.fetchall() for c in cursors]
 
     def _statement(self, conn: Connection, layout: Layout, query: Query) -> str | sql.Composed:
         """The search statement; those without a filter are rendered once per collection."""
+        exact = self._exact(layout, query)
         if query.filter is not None:
-            return _search_sql(layout, query)
-        key = (layout.cid, query.vectors)
+            return _search_sql(layout, query, exact)
+        key = (layout.cid, query.vectors, exact)
         text = self._statements.get(key)
         if text is None:
-            text = self._statements[key] = _search_sql(layout, query).as_string(conn)
+            text = self._statements[key] = _search_sql(layout, query, exact).as_string(conn)
         return text
 
     # bulk loads and the index
@@ -387,7 +445,14 @@ class PostgresStore(Store):
             conn.execute(sql.SQL("ANALYZE {t}").format(t=_table(row[0])))
 
     def check(self) -> None:
-        self.pools.on_primary(lambda conn: conn.execute("SELECT 1").fetchone())
+        row = self.pools.on_primary(
+            lambda conn: conn.execute("SELECT pg_is_in_recovery()").fetchone()
+        )
+        if row is None or row[0]:
+            raise Unavailable(
+                "the store URL names a standby, not the primary (after a failover?)",
+                headers={"Retry-After": "1"},
+            )
 
     def close(self) -> None:
         self.pools.close()
@@ -400,16 +465,16 @@ def open_connection(url: str, timeout_s: float = 5.0) -> Connection:
     return conn
 
 
-def _search_sql(layout: Layout, query: Query) -> sql.Composed:
+def _search_sql(layout: Layout, query: Query, exact: bool) -> sql.Composed:
     """The statement of one k-NN query (parameters: ``_params``).
 
     The inner query walks the index (or scans, when exact) for the ``k`` best; with
     iterative scans their order is only nearly right, so the outer one sorts them.
     Above 2,000 dimensions the walk uses the half-precision index and the score the
-    full vector.
+    full vector; an exact search ranks by the full vector throughout.
     """
     op = sql.SQL(DISTANCE[layout.metric])
-    if layout.dim > HALFVEC_ABOVE:
+    if layout.dim > HALFVEC_ABOVE and not exact:
         rank = sql.SQL("embedding::halfvec({d}) {op} %s::halfvec({d})").format(
             d=sql.Literal(layout.dim), op=op
         )
@@ -443,6 +508,41 @@ def _hits(metric: str, query: Query, rows: list[tuple[Any, ...]]) -> list[Hit]:
         for hit, r in zip(hits, rows, strict=True):
             hit.vector = _indexed(metric, _array(r[4]))
     return hits
+
+
+def _missing(name: str, server: Server) -> NoReturn:
+    if not server.primary:
+        raise Stale  # perhaps created after what this replica has replayed
+    raise NotFound(f"collection {name!r} not found", field="name")
+
+
+def _check_index(spec: CollectionSpec) -> None:
+    """Refuse, by field, settings pgvector's HNSW cannot build (the embedded store can)."""
+    m, ef = spec.index.m, spec.index.ef_construction
+    if spec.dim > MAX_INDEXED_DIM:
+        raise InvalidRequest(
+            f"dim is {spec.dim}; the PostgreSQL store indexes at most {MAX_INDEXED_DIM}"
+            " dimensions (pgvector halfvec)",
+            field="dim",
+        )
+    if not 2 <= m <= 100:
+        raise InvalidRequest(f"index.m is {m}; pgvector takes 2 to 100", field="index.m")
+    if not max(4, 2 * m) <= ef <= 1000:
+        raise InvalidRequest(
+            f"index.ef_construction is {ef}; pgvector takes {max(4, 2 * m)} (2 x m) to 1000",
+            field="index.ef_construction",
+        )
+
+
+@contextmanager
+def _gone(name: str, server: Server) -> Iterator[None]:
+    """A collection table dropped under a read: the collection was deleted meanwhile."""
+    try:
+        yield
+    except psycopg.errors.UndefinedTable as exc:
+        if not server.primary:
+            raise Stale from exc
+        raise NotFound(f"collection {name!r} not found", field="name") from exc
 
 
 def _table(cid: int) -> sql.Identifier:
@@ -495,8 +595,8 @@ def _merge_staged(conn: Connection, table: sql.Identifier, dim: int, items: Any)
     """Upsert a large batch through a COPY-filled staging table; how many ids existed."""
     conn.execute(
         sql.SQL(
-            "CREATE TEMP TABLE spyglass_staging (id text, embedding vector({d}), text text,"
-            " payload jsonb) ON COMMIT DROP"
+            'CREATE TEMP TABLE spyglass_staging (id text COLLATE "C", embedding vector({d}),'
+            " text text, payload jsonb) ON COMMIT DROP"
         ).format(d=sql.Literal(dim))
     )
     staging = sql.Identifier("spyglass_staging")
