@@ -182,7 +182,9 @@ class Pools:
         log.warning("%s failed (%s); skipped for %.0f s", server.name, exc, self.retry_s)
         with server.lock:
             server.down_until = time.monotonic() + self.retry_s
-        threading.Thread(target=server.pool.check, name="spyglass-pool-check", daemon=True).start()
+        threading.Thread(
+            target=_check_quietly, args=(server.pool,), name="spyglass-pool-check", daemon=True
+        ).start()
 
     def readers(self) -> list[Server]:
         """Healthy replicas, starting with the next in turn, then the primary."""
@@ -196,6 +198,14 @@ class Pools:
     def close(self) -> None:
         for server in [self.primary, *self.replicas]:
             server.pool.close()
+
+
+def _check_quietly(pool: ConnectionPool[Connection]) -> None:
+    """Drop the pool's dead connections (it may have been closed meanwhile)."""
+    try:
+        pool.check()
+    except Exception as exc:  # a closed pool, a server still down: the next read tells
+        log.debug("checking %s: %s", pool.name, exc)
 
 
 class Stale(Exception):

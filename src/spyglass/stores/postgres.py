@@ -510,8 +510,8 @@ def _hits(metric: str, query: Query, rows: list[tuple[Any, ...]]) -> list[Hit]:
     return hits
 
 
-def _missing(name: str, server: Server) -> NoReturn:
-    if not server.primary:
+def _missing(name: str, server: Server | None) -> NoReturn:
+    if server is not None and not server.primary:
         raise Stale  # perhaps created after what this replica has replayed
     raise NotFound(f"collection {name!r} not found", field="name")
 
@@ -658,9 +658,7 @@ def _require(conn: Connection, name: str, server: Server | None = None) -> tuple
         f"SELECT {COLUMNS} FROM spyglass_collections WHERE name = %s", (name,)
     ).fetchone()
     if row is None:
-        if server is not None and not server.primary:
-            raise Stale  # perhaps created after what this replica has replayed
-        raise NotFound(f"collection {name!r} not found", field="name")
+        _missing(name, server)
     return row
 
 
