@@ -376,16 +376,16 @@ class PostgresStore(Store):
             with conn.pipeline():
                 conn.execute("BEGIN")
                 for query in queries:
+                    exact = self._exact(layout, query)
                     settings = (
-                        "off" if self._exact(layout, query) else "on",
+                        "off" if exact else "on",
                         str(min(MAX_EF_SEARCH, max(query.ef or layout.ef_search, query.k))),
                     )
                     if state is None:  # the first query's settings ride on the state row
                         state = conn.execute(STATE_AND_SETTINGS, (*settings, layout.name))
                     else:
                         conn.execute(SETTINGS, settings)
-                    statement = self._statement(conn, layout, query)
-                    cursors.append(conn.execute(statement, _params(query)))
+                    cursors.append(conn.execute(*self._statement(conn, layout, query, exact)))
                 conn.execute("COMMIT")
         except BaseException:
             if not conn.broken:
@@ -394,29 +394,30 @@ class PostgresStore(Store):
         row = state.fetchone() if state is not None else None
         return (row[3:] if row and row[3] is not None else None), [c.fetchall() for c in cursors]
 
-    def _statement(self, conn: Connection, layout: Layout, query: Query) -> str | sql.Composed:
-        """The search statement; those without a filter are rendered once per collection."""
-        exact = self._exact(layout, query)
+    def _statement(
+        self, conn: Connection, layout: Layout, query: Query, exact: bool
+    ) -> tuple[str | sql.Composed, tuple[Any, ...]]:
+        """The search statement and its parameters; those without a filter are rendered
+        once per collection."""
         if query.filter is not None:
-            return _search_sql(layout, query, exact)
+            where, params = filters.to_postgres(query.filter, "payload")
+            return _search_sql(layout, query, exact, where), _params(query, params)
         key = (layout.cid, query.vectors, exact)
         text = self._statements.get(key)
         if text is None:
-            text = self._statements[key] = _search_sql(layout, query, exact).as_string(conn)
-        return text
+            text = _search_sql(layout, query, exact, "TRUE").as_string(conn)
+            self._statements[key] = text
+        return text, _params(query)
 
     # bulk loads and the index
 
     @contextmanager
-    def _bulk(self) -> Iterator[None]:
+    def bulk(self) -> Iterator[None]:
         self._local.depth = self._bulk_depth() + 1
         try:
             yield
         finally:
             self._local.depth -= 1
-
-    def bulk(self) -> Any:
-        return self._bulk()
 
     def _bulk_depth(self) -> int:
         depth: int = getattr(self._local, "depth", 0)
@@ -465,8 +466,8 @@ def open_connection(url: str, timeout_s: float = 5.0) -> Connection:
     return conn
 
 
-def _search_sql(layout: Layout, query: Query, exact: bool) -> sql.Composed:
-    """The statement of one k-NN query (parameters: ``_params``).
+def _search_sql(layout: Layout, query: Query, exact: bool, where: str) -> sql.Composed:
+    """The statement of one k-NN query; ``where`` is its compiled filter (or ``TRUE``).
 
     The inner query walks the index (or scans, when exact) for the ``k`` best; with
     iterative scans their order is only nearly right, so the outer one sorts them.
@@ -480,7 +481,6 @@ def _search_sql(layout: Layout, query: Query, exact: bool) -> sql.Composed:
         )
     else:
         rank = sql.SQL("embedding {op} %s").format(op=op)
-    where = filters.to_postgres(query.filter, "payload")[0] if query.filter else "TRUE"
     statement = sql.SQL(
         "WITH found AS MATERIALIZED (SELECT id, text, payload, embedding {op} %s AS distance"
         "{vec} FROM {t} WHERE {where} ORDER BY {rank} LIMIT %s)"
@@ -495,11 +495,10 @@ def _search_sql(layout: Layout, query: Query, exact: bool) -> sql.Composed:
     return statement
 
 
-def _params(query: Query) -> tuple[Any, ...]:
+def _params(query: Query, filter_params: Sequence[object] = ()) -> tuple[Any, ...]:
     """The parameters of ``_search_sql``'s statement, in placeholder order."""
     vector = np.ascontiguousarray(query.vector, dtype=np.float32)
-    flt = filters.to_postgres(query.filter, "payload")[1] if query.filter else []
-    return (vector, *flt, vector, query.k)
+    return (vector, *filter_params, vector, query.k)
 
 
 def _hits(metric: str, query: Query, rows: list[tuple[Any, ...]]) -> list[Hit]:
