@@ -269,6 +269,76 @@ class Settings(BaseSettings):
     encoder_batch_workers: int = Field(
         2, ge=1, description="Threads running micro-batches (one per core with encoder_threads 1)."
     )
+    hybrid_rrf_k: int = Field(
+        60,
+        ge=1,
+        description="Reciprocal rank fusion constant of hybrid search: a hit at rank r of a"
+        " mode adds weight / (k + r); larger k flattens the difference between ranks.",
+    )
+    hybrid_vector_weight: float = Field(
+        1.0, ge=0, description="Weight of the vector ranking in hybrid search."
+    )
+    hybrid_keyword_weight: float = Field(
+        1.0, ge=0, description="Weight of the keyword (BM25) ranking in hybrid search."
+    )
+    hybrid_candidates: int = Field(
+        50, ge=1, le=10000, description="Hits each mode contributes to a hybrid search's fusion."
+    )
+    llm_base_url: str | None = Field(
+        None,
+        description="OpenAI-compatible chat-completions API that /ask and /chat use"
+        " (https://api.openai.com/v1, or a vLLM, llama.cpp or Ollama server's /v1). Unset:"
+        " answers are extracted from the retrieved passages.",
+    )
+    llm_model: str = Field("gpt-4o-mini", description="Model name sent to the LLM API.")
+    llm_api_key: SecretStr | None = Field(
+        None, description="Bearer key of the LLM API (sent only to llm_base_url)."
+    )
+    llm_timeout_s: float = Field(
+        60.0, gt=0, description="Longest one LLM call may take, streaming included."
+    )
+    llm_connect_timeout_s: float = Field(
+        5.0, gt=0, description="Longest wait to connect to the LLM API."
+    )
+    llm_max_connections: int = Field(
+        16, ge=1, le=1000, description="Most open connections to the LLM API per worker."
+    )
+    llm_retries: int = Field(
+        3,
+        ge=0,
+        le=10,
+        description="Retries of an LLM call that failed with 429, a 5xx or a broken"
+        " connection (exponential backoff with jitter; a Retry-After is honoured).",
+    )
+    llm_backoff_s: float = Field(
+        0.5, gt=0, description="First retry delay of an LLM call; doubles per retry."
+    )
+    llm_backoff_max_s: float = Field(
+        8.0, gt=0, description="Longest delay between two tries of an LLM call."
+    )
+    llm_breaker_failures: int = Field(
+        5,
+        ge=1,
+        description="Failed LLM calls in a row that open the circuit breaker: calls then fail"
+        " at once (503) until llm_breaker_reset_s has passed and a trial call succeeds.",
+    )
+    llm_breaker_reset_s: float = Field(
+        30.0, gt=0, description="Seconds the LLM circuit breaker stays open before a trial call."
+    )
+    llm_cache: bool = Field(
+        True,
+        description="Cache LLM answers to identical prompts (in the query cache: memory, or"
+        " Redis when redis_url is set).",
+    )
+    llm_max_tokens: int = Field(512, ge=1, description="Most tokens an LLM answer may have.")
+    llm_temperature: float = Field(
+        0.0, ge=0, le=2, description="Sampling temperature of LLM answers (0: repeatable)."
+    )
+    embedding_models: str = Field(
+        "all-MiniLM-L6-v2=text",
+        description="Model names /v1/embeddings accepts besides the encoder names, as"
+        " comma-separated name=encoder pairs.",
+    )
     admin_key: SecretStr | None = Field(
         None,
         min_length=16,
