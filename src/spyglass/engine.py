@@ -31,7 +31,9 @@ from spyglass.encoders.base import Encoder
 from spyglass.encoders.batching import BatchingEncoder
 from spyglass.encoders.metered import MeteredEncoder, OnCall
 from spyglass.errors import ConfigError, InvalidRequest, PayloadTooLarge, Unavailable
+from spyglass.fusion import fuse
 from spyglass.images import decode_base64_image, decode_image, fetch_image
+from spyglass.keywords import query_terms
 from spyglass.schema import CollectionIn, SearchIn
 from spyglass.settings import Settings
 
@@ -44,6 +46,7 @@ from spyglass.stores.base import (
     Hit,
     IndexParams,
     Item,
+    KeywordQuery,
     Metric,
     Query,
     Store,
@@ -266,6 +269,7 @@ class Engine:
         texts: list[int] = []
         vectors: dict[int, np.ndarray] = {}
         kinds: list[str] = []
+        modes: list[str] = []
         for i, request in enumerate(requests):
             at = functools.partial(_at, field, i)
             given = [key for key in QUERY_KINDS if getattr(request, key) is not None]
@@ -284,13 +288,15 @@ class Engine:
                 raise InvalidRequest("weights go with colors", field=at("weights"))
             kind = given[0]
             kinds.append(kind)
+            modes.append(_mode(request.mode, kind, encoder, at("mode")))
             if kind == "vector":
                 vectors[i] = self._vector(info, request.vector or [], at("vector"))
             elif kind == "text":
-                self._takes(encoder, info, "text", at("text"))
                 if not request.text:
                     raise InvalidRequest("text must not be empty", field=at("text"))
-                texts.append(i)
+                if modes[i] != "keyword":
+                    self._takes(encoder, info, "text", at("text"))
+                    texts.append(i)
             elif kind == "colors":
                 self._takes(encoder, info, "colors", at("colors"))
                 assert encoder is not None and request.colors is not None
@@ -306,22 +312,33 @@ class Engine:
             rows = self._embed(encoder, [requests[i].text or "" for i in texts])
             vectors.update(zip(texts, rows, strict=True))
         reranked = [
-            encoder is not None and request.rerank and kinds[i] in encoder.reranks
+            encoder is not None
+            and request.rerank
+            and modes[i] == "vector"
+            and kinds[i] in encoder.reranks
             for i, request in enumerate(requests)
         ]
-        queries = []
+        candidates = self.settings.hybrid_candidates
+        queries: dict[int, Query] = {}
+        keyword_queries: dict[int, KeywordQuery] = {}
         for i, request in enumerate(requests):
             flt = filters.parse(request.filter, field=_at(field, i, "filter"))
-            queries.append(
-                Query(
+            k = request.k
+            if reranked[i]:
+                k = max(k, self.settings.rerank_candidates)
+            elif modes[i] == "hybrid":
+                k = max(k, candidates)
+            if modes[i] != "keyword":
+                queries[i] = Query(
                     vector=vectors[i],
-                    k=max(request.k, self.settings.rerank_candidates) if reranked[i] else request.k,
+                    k=k,
                     filter=flt,
                     ef=request.ef,
                     exact=request.exact,
                     vectors=reranked[i],
                 )
-            )
+            if modes[i] != "vector":
+                keyword_queries[i] = KeywordQuery(query_terms(request.text or ""), k, flt)
         after = max(request.after_version or 0 for request in requests)
         cached = self.cache is not None and after <= info.version
         keys = [
@@ -335,8 +352,23 @@ class Engine:
         if missing:
             # Hits stored under info.version must not predate it (a lagging replica).
             floor = max(after, info.version if any(keys) else 0)
-            fresh = self.store.search(name, [queries[i] for i in missing], min_version=floor)
-            for i, hits in zip(missing, fresh, strict=True):
+            by_vector = self._search_store(name, queries, missing, floor)
+            by_words = self._search_store(name, keyword_queries, missing, floor)
+            for i in missing:
+                if modes[i] == "keyword":
+                    hits = by_words[i]
+                elif modes[i] == "hybrid":
+                    weights = (
+                        self.settings.hybrid_vector_weight,
+                        self.settings.hybrid_keyword_weight,
+                    )
+                    hits = fuse(
+                        [(weights[0], by_vector[i]), (weights[1], by_words[i])],
+                        rrf_k=self.settings.hybrid_rrf_k,
+                        k=requests[i].k,
+                    )
+                else:
+                    hits = by_vector[i]
                 if reranked[i] and hits:
                     assert encoder is not None
                     hits = rerank_hits(encoder, vectors[i], hits, requests[i].k)
@@ -345,6 +377,26 @@ class Engine:
                     self.cache.set(key, dump_hits(hits))
                 results[i] = hits
         return [hits or [] for hits in results]
+
+    def _search_store(
+        self,
+        name: str,
+        queries: dict[int, Query] | dict[int, KeywordQuery],
+        wanted: list[int],
+        min_version: int,
+    ) -> dict[int, list[Hit]]:
+        """The store's hits for the ``wanted`` requests that have a query in ``queries``
+        (vector or keyword), in one call, by request position."""
+        at = [i for i in wanted if i in queries]
+        if not at:
+            return {}
+        if all(isinstance(queries[i], KeywordQuery) for i in at):
+            words = [q for i in at if isinstance(q := queries[i], KeywordQuery)]
+            found = self.store.keyword_search(name, words, min_version=min_version)
+        else:
+            vectors = [q for i in at if isinstance(q := queries[i], Query)]
+            found = self.store.search(name, vectors, min_version=min_version)
+        return dict(zip(at, found, strict=True))
 
     def _cached_hits(self, key: bytes | None) -> list[Hit] | None:
         data = None if key is None or self.cache is None else self.cache.get(key)
@@ -535,6 +587,23 @@ CACHED_KINDS = frozenset({"vector", "text", "colors"})
 what a URL points at may change."""
 NOT_KEYED = {"after_version"}
 """Request fields that do not change the answer, left out of the cache key."""
+
+
+def _mode(given: str | None, kind: str, encoder: Encoder | None, field: str) -> str:
+    """How a query is matched: ``given``, checked against the query and the collection,
+    or the default (hybrid for a text query in a text collection, else vector)."""
+    inputs = encoder.inputs if encoder is not None else frozenset()
+    takes_text = "text" in inputs
+    if given is None:
+        return "hybrid" if kind == "text" and inputs == {"text"} else "vector"
+    if given != "vector" and kind != "text":
+        raise InvalidRequest(f"mode {given!r} matches words: send a text query", field=field)
+    if given == "hybrid" and not takes_text:
+        raise InvalidRequest(
+            "mode 'hybrid' needs a collection whose encoder embeds text; use 'keyword'",
+            field=field,
+        )
+    return given
 
 
 def _encode_images(encoder: Encoder, images: list[Image.Image], fields: list[str]) -> np.ndarray:

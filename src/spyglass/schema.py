@@ -114,6 +114,12 @@ class SearchIn(Body):
         " (color: Sinkhorn earth mover's distance). False: the index order only.",
     )
     k: int = Field(10, ge=1)
+    mode: Literal["vector", "keyword", "hybrid"] | None = Field(
+        None,
+        description="How a text query is matched: by meaning (vector), by its words (keyword:"
+        " BM25 over the items' texts; works without an encoder) or both, fused by rank"
+        " (hybrid). Omitted: hybrid in text collections, vector otherwise.",
+    )
     filter: dict[str, Any] | None = None
     ef: int | None = Field(None, ge=1, le=10000, description="HNSW beam width for this query.")
     exact: bool = Field(False, description="Brute-force search: exact, slower on big collections.")

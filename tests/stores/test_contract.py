@@ -9,7 +9,8 @@ import pytest
 
 from spyglass import filters
 from spyglass.errors import Conflict, NotFound
-from spyglass.stores.base import CollectionSpec, IndexParams, Item, Query, Store
+from spyglass.keywords import query_terms
+from spyglass.stores.base import CollectionSpec, IndexParams, Item, KeywordQuery, Query, Store
 from tests.stores.backends import STORE_KINDS, open_test_store
 
 
@@ -278,3 +279,90 @@ def test_scan_pages_through_every_item_once_in_id_order(store: Store) -> None:
     assert by_id["i12"].payload == {"n": 12, "parity": "even"} and by_id["i12"].text == "text 12"
     with pytest.raises(NotFound):
         store.scan("nope")
+
+
+KEYWORD_TEXTS = {
+    "bees": "Honeybees make honey from the nectar of flowers.",
+    "wasps": "Wasps hunt other insects and make no honey.",
+    "hives": "A beekeeper keeps bees in hives and takes their honey.",
+    "rivers": "The Seine flows through Paris to the English Channel.",
+    "ferns": "Ferns reproduce by spores, not seeds.",
+}
+
+
+def keyword_items() -> list[Item]:
+    rng = np.random.default_rng(7)
+    found = [
+        Item(id=key, vector=rng.normal(size=8).astype(np.float32), text=text, payload={"n": i})
+        for i, (key, text) in enumerate(KEYWORD_TEXTS.items())
+    ]
+    found.append(Item(id="no-text", vector=rng.normal(size=8).astype(np.float32), payload={}))
+    return found
+
+
+def keyword(
+    store: Store, text: str, k: int = 10, flt: dict[str, object] | None = None
+) -> list[str]:
+    query = KeywordQuery(
+        terms=query_terms(text), k=k, filter=None if flt is None else filters.parse(flt)
+    )
+    return [hit.id for hit in store.keyword_search("c", [query])[0]]
+
+
+def test_keyword_search_finds_items_holding_the_words(store: Store) -> None:
+    store.create_collection(spec())
+    store.upsert("c", keyword_items())
+    assert keyword(store, "Who makes honey?")[:3] != []
+    assert set(keyword(store, "Who makes honey?")) == {"bees", "wasps", "hives"}
+    assert keyword(store, "spores") == ["ferns"]
+    assert keyword(store, "beekeeper bees hives honey")[0] == "hives"  # the most terms wins
+    assert keyword(store, "Paris")[0] == "rivers"
+    assert keyword(store, "quantum chromodynamics") == []
+    assert keyword(store, "") == []
+    hits = store.keyword_search("c", [KeywordQuery(terms=query_terms("honey flowers"), k=5)])[0]
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert hits[0].id == "bees" and hits[0].text == KEYWORD_TEXTS["bees"]
+    assert hits[0].payload == {"n": 0}
+
+
+def test_keyword_search_takes_k_filters_and_query_syntax_as_words(store: Store) -> None:
+    store.create_collection(spec())
+    store.upsert("c", keyword_items())
+    assert len(keyword(store, "honey", k=2)) == 2
+    assert keyword(store, "honey", flt={"n": {"$gte": 1}}) in (
+        ["wasps", "hives"],
+        ["hives", "wasps"],
+    )
+    assert keyword(store, "honey", flt={"n": 4}) == []
+    # operators of either engine's query language are plain words here
+    for text in (
+        'honey" OR "x',
+        "honey AND NOT bees",
+        "honey & !bees | (",
+        "text:honey",
+        "NEAR(honey)",
+    ):
+        assert "bees" in keyword(store, text), text
+
+
+def test_keyword_search_follows_upserts_and_deletes(store: Store) -> None:
+    store.create_collection(spec())
+    version = store.upsert("c", keyword_items())
+    assert keyword(store, "spores") == ["ferns"]
+    rng = np.random.default_rng(8)
+    replaced = Item(id="ferns", vector=rng.normal(size=8).astype(np.float32), text="Mosses too.")
+    version = store.upsert("c", [replaced])
+    assert keyword(store, "spores") == []
+    assert (
+        store.keyword_search(
+            "c", [KeywordQuery(terms=query_terms("mosses"), k=3)], min_version=version
+        )[0][0].id
+        == "ferns"
+    )
+    store.delete_items("c", ["bees"])
+    assert "bees" not in keyword(store, "honey")
+    store.delete_collection("c")
+    with pytest.raises(NotFound):
+        keyword(store, "honey")
+    store.create_collection(spec())
+    assert keyword(store, "honey") == []

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 
 import numpy as np
 
-from spyglass.stores.base import CollectionSpec, Item, Query
+from spyglass.keywords import query_terms
+from spyglass.stores.base import CollectionSpec, Item, KeywordQuery, Query
 from spyglass.stores.embedded import EmbeddedStore
 
 
@@ -148,3 +150,18 @@ def test_warm_loads_the_view_before_any_search(tmp_path: Path) -> None:
     reopened.warm("c")
     assert reopened._views["c"].snapshot is not None
     reopened.close()
+
+
+def test_collections_made_before_keyword_search_gain_it(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path)
+    store.create_collection(CollectionSpec(name="old", dim=4))
+    store.upsert("old", [Item("a", np.ones(4, dtype=np.float32), "Bees make honey.")])
+    store.close()
+    with sqlite3.connect(tmp_path / "spyglass.db") as conn:
+        conn.execute("DROP TABLE fts_1")  # as a release before keyword search left it
+    store = EmbeddedStore(tmp_path)
+    try:
+        query = KeywordQuery(terms=query_terms("who makes honey"), k=3)
+        assert [hit.id for hit in store.keyword_search("old", [query])[0]] == ["a"]
+    finally:
+        store.close()

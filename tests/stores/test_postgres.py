@@ -18,8 +18,9 @@ import pytest
 from spyglass.auth.keys import KeyRing
 from spyglass.auth.pg_keys import PostgresKeyStore
 from spyglass.errors import ConfigError, InvalidRequest, NotFound, Unavailable
+from spyglass.keywords import query_terms
 from spyglass.stores import pg_schema
-from spyglass.stores.base import CollectionSpec, IndexParams, Item, Query
+from spyglass.stores.base import CollectionSpec, IndexParams, Item, KeywordQuery, Query
 from spyglass.stores.postgres import PostgresStore
 from tests.pgcluster import Cluster
 
@@ -315,3 +316,23 @@ def test_a_standby_given_as_the_primary_is_refused(pg_database: tuple[str, str])
     PostgresStore(pg_database[0]).close()  # the schema exists, and reaches the replica
     with pytest.raises(ConfigError, match="read-only"):
         PostgresStore(pg_database[1])
+
+
+def test_collections_made_before_keyword_search_gain_it(pg_database: tuple[str, str]) -> None:
+    store = PostgresStore(pg_database[0])
+    store.create_collection(CollectionSpec(name="old", dim=4))
+    store.upsert("old", [Item("a", np.ones(4, dtype=np.float32), "Bees make honey.")])
+    store.close()
+    with psycopg.connect(pg_database[0], autocommit=True) as conn:
+        table = conn.execute("SELECT cid FROM spyglass_collections").fetchone()
+        assert table is not None
+        conn.execute(
+            f"ALTER TABLE spyglass_items_{table[0]} DROP COLUMN tsv"
+        )  # as schema 2 made it
+        conn.execute("DELETE FROM spyglass_schema WHERE version > 2")
+    store = PostgresStore(pg_database[0])
+    try:
+        query = KeywordQuery(terms=query_terms("who makes honey"), k=3)
+        assert [hit.id for hit in store.keyword_search("old", [query])[0]] == ["a"]
+    finally:
+        store.close()

@@ -103,6 +103,16 @@ class Query:
     """Return each hit's vector too (for a rerank by a finer measure than the index's)."""
 
 
+@dataclass(frozen=True)
+class KeywordQuery:
+    """One full-text search: items whose text holds any of ``terms`` (see
+    :mod:`spyglass.keywords`), best ranked first."""
+
+    terms: tuple[str, ...]
+    k: int = 10
+    filter: Filter | None = None
+
+
 class Store:
     """A backend holding collections. Methods are safe to call from several threads."""
 
@@ -155,6 +165,19 @@ class Store:
 
         The hits reflect at least ``min_version`` of the collection: every write that
         returned that version or less (read-your-writes, where reads may lag writes).
+        """
+        raise NotImplementedError
+
+    def keyword_search(
+        self, name: str, queries: Sequence[KeywordQuery], *, min_version: int = 0
+    ) -> list[list[Hit]]:
+        """The best items of each query by full-text relevance, in order.
+
+        Only items with a ``text`` take part. Each hit's ``score`` is the backend's own
+        relevance (higher is better; BM25 in the embedded store, ``ts_rank`` in
+        PostgreSQL), so only the order is comparable across stores. Filters and
+        ``min_version`` mean what they mean for :meth:`search`; a query with no terms,
+        or matching nothing, has no hits.
         """
         raise NotImplementedError
 

@@ -30,6 +30,7 @@ import orjson
 
 from spyglass import filters
 from spyglass.errors import Conflict, NotFound
+from spyglass.keywords import fts5_match
 from spyglass.stores import snapshot as snapshots
 from spyglass.stores.base import (
     CollectionInfo,
@@ -37,6 +38,7 @@ from spyglass.stores.base import (
     Hit,
     IndexParams,
     Item,
+    KeywordQuery,
     Query,
     Store,
 )
@@ -68,6 +70,27 @@ class EmbeddedStore(Store):
         self._filter_lock = threading.Lock()
         self._builders: dict[int, threading.Thread] = {}
         self._closed = threading.Event()
+        self._add_keyword_indexes()
+
+    def _add_keyword_indexes(self) -> None:
+        """Give collections made before keyword search its full-text table, filled."""
+        with self.db.read() as conn:
+            cids = [cid for (cid,) in conn.execute("SELECT cid FROM collections")]
+            tables = {
+                row[0]
+                for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+        if all(_fts(cid) in tables for cid in cids):
+            return
+        with self.db.write() as conn:
+            for (cid,) in conn.execute("SELECT cid FROM collections").fetchall():
+                if _fts(cid) not in tables:
+                    _create_fts(conn, cid)
+                    conn.execute(
+                        f"INSERT INTO {_fts(cid)} (rowid, text)"
+                        " SELECT label, text FROM items WHERE cid = ? AND text IS NOT NULL",
+                        (cid,),
+                    )
 
     # collections
 
@@ -99,7 +122,8 @@ class EmbeddedStore(Store):
                 ),
             )
             row = _collection_row(conn, spec.name)
-        assert row is not None
+            assert row is not None
+            _create_fts(conn, row[0])
         return _info(row), True
 
     def loaded(self) -> list[str]:
@@ -122,6 +146,7 @@ class EmbeddedStore(Store):
             conn.execute("DELETE FROM items WHERE cid = ?", (cid,))
             conn.execute("DELETE FROM tombstones WHERE cid = ?", (cid,))
             conn.execute("DELETE FROM collections WHERE cid = ?", (cid,))
+            conn.execute(f"DROP TABLE IF EXISTS {_fts(cid)}")
         with self._sync_lock:
             self._views.pop(name, None)
         snapshots.prune(self._index_dir(cid), keep=set())
@@ -147,6 +172,11 @@ class EmbeddedStore(Store):
                     )
                     for item in latest.values()
                 ],
+            )
+            conn.execute(
+                f"INSERT INTO {_fts(cid)} (rowid, text) SELECT label, text FROM items"
+                " WHERE cid = ? AND seq = ? AND text IS NOT NULL",
+                (cid, seq),
             )
             conn.execute(
                 "UPDATE collections SET version = ?, count = count + ? WHERE cid = ?",
@@ -213,6 +243,28 @@ class EmbeddedStore(Store):
             exact = query.exact or small
             results.extend(view.search(vector, query.k, ef=query.ef, allowed=allowed, exact=exact))
         return self._hits(view, results, [query.vectors for query in queries])
+
+    def keyword_search(
+        self, name: str, queries: Sequence[KeywordQuery], *, min_version: int = 0
+    ) -> list[list[Hit]]:
+        found: list[list[Hit]] = []
+        with self.db.read() as conn:  # the database itself: every acknowledged write
+            fts = _fts(_require(conn, name)[0])
+            for query in queries:
+                if not query.terms:
+                    found.append([])
+                    continue
+                where, params = (
+                    ("1", []) if query.filter is None else filters.to_sqlite(query.filter)
+                )
+                rows = conn.execute(
+                    f"SELECT items.id, items.text, items.payload, bm25({fts}) AS rank"
+                    f" FROM {fts} JOIN items ON items.label = {fts}.rowid"
+                    f" WHERE {fts} MATCH ? AND ({where}) ORDER BY rank LIMIT ?",
+                    (fts5_match(query.terms), *params, query.k),
+                ).fetchall()
+                found.append([Hit(r[0], -float(r[3]), orjson.loads(r[2]), r[1]) for r in rows])
+        return found
 
     def _allowed(self, view: View, flt: filters.Filter) -> np.ndarray:
         """Sorted labels of the items matching ``flt``, cached per collection version."""
@@ -457,12 +509,29 @@ def _remove(conn: sqlite3.Connection, cid: int, ids: list[str], seq: int) -> int
         labels = conn.execute(
             f"DELETE FROM items WHERE cid = ? AND id IN ({marks}) RETURNING label", (cid, *part)
         ).fetchall()
+        if labels:
+            conn.execute(
+                f"DELETE FROM {_fts(cid)} WHERE rowid IN ({','.join('?' * len(labels))})",
+                [label for (label,) in labels],
+            )
         conn.executemany(
             "INSERT INTO tombstones (cid, label, seq) VALUES (?, ?, ?)",
             [(cid, label, seq) for (label,) in labels],
         )
         removed += len(labels)
     return removed
+
+
+def _fts(cid: int) -> str:
+    """The full-text table of collection ``cid``: BM25 over its items' texts, by label."""
+    return f"fts_{int(cid)}"
+
+
+def _create_fts(conn: sqlite3.Connection, cid: int) -> None:
+    conn.execute(
+        f"CREATE VIRTUAL TABLE IF NOT EXISTS {_fts(cid)}"
+        " USING fts5(text, tokenize = 'porter unicode61 remove_diacritics 2')"
+    )
 
 
 def _collection_row(conn: sqlite3.Connection, name: str) -> tuple[Any, ...] | None:

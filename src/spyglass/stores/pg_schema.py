@@ -51,6 +51,27 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE spyglass_keys_version (version bigint NOT NULL);
     INSERT INTO spyglass_keys_version VALUES (0);
     """,
+    # keyword search: a generated tsvector column, GIN-indexed, in every collection table
+    """
+    DO $$
+    DECLARE
+        collection record;
+    BEGIN
+        FOR collection IN SELECT cid FROM spyglass_collections LOOP
+            EXECUTE format(
+                'ALTER TABLE spyglass_items_%1$s ADD COLUMN IF NOT EXISTS tsv tsvector'
+                ' GENERATED ALWAYS AS (to_tsvector(''english'', coalesce(text, ''''))) STORED',
+                collection.cid
+            );
+            EXECUTE format(
+                'CREATE INDEX IF NOT EXISTS spyglass_items_%1$s_tsv'
+                ' ON spyglass_items_%1$s USING gin (tsv)',
+                collection.cid
+            );
+        END LOOP;
+    END
+    $$;
+    """,
 )
 
 

@@ -31,12 +31,14 @@ from psycopg.types.json import Jsonb
 
 from spyglass import filters
 from spyglass.errors import ConfigError, Conflict, InvalidRequest, NotFound, Unavailable
+from spyglass.keywords import tsquery
 from spyglass.stores.base import (
     CollectionInfo,
     CollectionSpec,
     Hit,
     IndexParams,
     Item,
+    KeywordQuery,
     Query,
     Store,
 )
@@ -70,6 +72,14 @@ SETTINGS = (
     " set_config('hnsw.iterative_scan', 'relaxed_order', true)"
 )
 """One query's planner and HNSW settings, for the rest of its transaction only."""
+TSV_COLUMN = "tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', coalesce(text, ''))) STORED"
+"""The full-text column of every collection table (GIN-indexed), kept by PostgreSQL."""
+KEYWORD_SQL = (
+    "SELECT id, text, payload, ts_rank(tsv, q, 1) AS rank"
+    " FROM {t}, to_tsquery('english', %s) AS q WHERE tsv @@ q AND {where}"
+    " ORDER BY rank DESC, id LIMIT %s"
+)
+"""Items holding any term of the query, by ``ts_rank`` scaled down for long texts."""
 STATE_AND_SETTINGS = (
     f"SELECT s.*, c.cid, c.version, c.count, c.indexed FROM ({SETTINGS}) s"
     " LEFT JOIN spyglass_collections c ON c.name = %s"
@@ -167,8 +177,13 @@ class PostgresStore(Store):
                 sql.SQL(
                     'CREATE TABLE {t} (id text COLLATE "C" PRIMARY KEY,'
                     " embedding vector({d}) NOT NULL,"
-                    " text text, payload jsonb NOT NULL DEFAULT '{{}}')"
-                ).format(t=table, d=sql.Literal(spec.dim))
+                    " text text, payload jsonb NOT NULL DEFAULT '{{}}', {tsv})"
+                ).format(t=table, d=sql.Literal(spec.dim), tsv=sql.SQL(TSV_COLUMN))
+            )
+            conn.execute(
+                sql.SQL("CREATE INDEX {i} ON {t} USING gin (tsv)").format(
+                    i=sql.Identifier(f"spyglass_items_{row[0]}_tsv"), t=table
+                )
             )
             conn.execute(
                 sql.SQL("CREATE INDEX {i} ON {t} USING gin (payload jsonb_path_ops)").format(
@@ -336,6 +351,36 @@ class PostgresStore(Store):
                     rows = self._pipelined(conn, layout, [replace(query, exact=True)])[1][0]
                 hits.append(_hits(layout.metric, query, rows))
             return hits
+
+        return self.pools.read(work)
+
+    def keyword_search(
+        self, name: str, queries: Sequence[KeywordQuery], *, min_version: int = 0
+    ) -> list[list[Hit]]:
+        def work(conn: Connection, server: Server) -> list[list[Hit]]:
+            row = _require(conn, name, server)
+            if row[10] < min_version and not server.primary:
+                self._await_version(conn, name, min_version)
+            found: list[list[Hit]] = []
+            with _gone(name, server):
+                for query in queries:
+                    if not query.terms:
+                        found.append([])
+                        continue
+                    where, params = (
+                        ("TRUE", [])
+                        if query.filter is None
+                        else filters.to_postgres(query.filter, "payload")
+                    )
+                    statement = sql.SQL(KEYWORD_SQL).format(
+                        t=_table(row[0]),
+                        where=sql.SQL(where),  # compiled from a parsed filter; values are params
+                    )
+                    rows = conn.execute(
+                        statement, (tsquery(query.terms), *params, query.k)
+                    ).fetchall()
+                    found.append([Hit(r[0], float(r[3]), r[2], r[1]) for r in rows])
+            return found
 
         return self.pools.read(work)
 
