@@ -1,4 +1,5 @@
-"""Retrieval quality of document ingest + dense search on SQuAD's "Normans" article.
+"""Retrieval quality of document ingest + search (vector, keyword, hybrid) on SQuAD's
+"Normans" article: hit@1/3/5 and MRR@10 per search mode.
 
 Data: ``../shared/data/rag_squad_normans`` (39 paragraphs of the Wikipedia
 article, the answerable questions of ``queries.jsonl`` whose gold paragraph is in
@@ -7,7 +8,9 @@ among the top k results.
 
 Every setup ingests through the real pipeline (``open_source`` + ``ingest``,
 collection encoder ``text`` = all-MiniLM-L6-v2, cosine) into a fresh data dir
-under ``benchmarks/out/rag_retrieval/`` and searches with ``Engine.search``:
+under ``benchmarks/out/rag_retrieval/`` and searches with ``Engine.search`` in each
+``mode``: ``vector`` (MiniLM cosine), ``keyword`` (the store's BM25) and ``hybrid``
+(both, fused by reciprocal rank with the default settings):
 
 * ``paragraph files``: ``paragraphs_txt/`` (one .txt per paragraph), chunked at
   the default 256 tokens / 32 overlap; a chunk stands for the paragraph its file
@@ -50,6 +53,7 @@ from spyglass.stores import open_store
 DATA = SHARED_DATA / "rag_squad_normans"
 WORK = OUT / "rag_retrieval"
 KS = (1, 3, 5)
+MODES = ("vector", "keyword", "hybrid")
 DEPTH = 20
 BM25_QUOTED = {1: 0.75, 5: 0.93}
 
@@ -134,7 +138,18 @@ def paragraph_spans(text: str, corpus: dict[str, str]) -> dict[str, tuple[int, i
     return spans
 
 
-def dense(
+def mrr(ranked: Sequence[Sequence[Sequence[str]]], questions: Sequence[Question]) -> float:
+    """Mean reciprocal rank of the gold passage within the first 10 entries (0 if absent)."""
+    total = 0.0
+    for question, ranking in zip(questions, ranked, strict=True):
+        for rank, passages in enumerate(ranking[:10], start=1):
+            if question.gold in passages:
+                total += 1 / rank
+                break
+    return total / len(questions)
+
+
+def retrieve(
     name: str,
     path: Path,
     label: dict[str, tuple[int, int]] | None,
@@ -142,8 +157,9 @@ def dense(
     chunk_tokens: int,
     chunk_overlap: int,
     threads: int,
-) -> list[list[list[str]]]:
-    """Ingest ``path``, run every question; each ranking lists the passages of each hit."""
+) -> dict[str, list[list[list[str]]]]:
+    """Ingest ``path``, run every question in each search mode; each ranking lists the
+    passages of each hit, by mode."""
     data_dir = WORK / name.replace(" ", "_").replace("/", "-")
     if data_dir.exists():
         shutil.rmtree(data_dir)
@@ -155,27 +171,32 @@ def dense(
         started = time.perf_counter()
         report = ingest(engine, "rag", source, encoder="text")
         loaded = time.perf_counter() - started
-        started = time.perf_counter()
-        requests = [SearchIn(text=q.text, k=DEPTH) for q in questions]
-        results = engine.search("rag", requests)
-        searched = time.perf_counter() - started
+        results = {}
+        for mode in MODES:
+            started = time.perf_counter()
+            requests = [SearchIn(text=q.text, k=DEPTH, mode=mode) for q in questions]
+            results[mode] = engine.search("rag", requests)
+            searched = time.perf_counter() - started
+            print(
+                f"  {name}: {report.items} chunks from {report.files} files, ingest {loaded:.1f}"
+                f" s (with model load), {len(questions)} {mode} searches {searched * 1000:.0f} ms"
+            )
     finally:
         store.close()
-    print(
-        f"  {name}: {report.items} chunks from {report.files} files, ingest {loaded:.1f} s "
-        f"(with model load), {len(questions)} searches {searched * 1000:.0f} ms"
-    )
-    rankings = []
-    for hits in results:
-        ranking = []
-        for hit in hits:
-            if label is None:
-                ranking.append([Path(hit.payload["source"]).stem])
-            else:
-                start, end = hit.payload["start"], hit.payload["end"]
-                ranking.append([p for p, (s, e) in label.items() if s < end and start < e])
-        rankings.append(ranking)
-    return rankings
+    by_mode = {}
+    for mode, found in results.items():
+        rankings = []
+        for hits in found:
+            ranking = []
+            for hit in hits:
+                if label is None:
+                    ranking.append([Path(hit.payload["source"]).stem])
+                else:
+                    start, end = hit.payload["start"], hit.payload["end"]
+                    ranking.append([p for p, (s, e) in label.items() if s < end and start < e])
+            rankings.append(ranking)
+        by_mode[mode] = rankings
+    return by_mode
 
 
 def main() -> None:
@@ -187,27 +208,47 @@ def main() -> None:
     normans = (DATA / "Normans.md").read_text(encoding="utf-8")
     spans = paragraph_spans(normans, corpus)
     print(f"{len(corpus)} paragraphs, {len(questions)} answerable questions with a gold paragraph")
-    rows: list[tuple[str, str, dict[int, float]]] = []
+    rows: list[tuple[str, str, dict[int, float], float]] = []
     lexical = bm25(corpus, questions)
-    rows.append(("BM25 over paragraphs (here)", "passages", hits_at(lexical, questions)))
+    rows.append(
+        (
+            "BM25 over paragraphs (here)",
+            "passages",
+            hits_at(lexical, questions),
+            mrr(lexical, questions),
+        )
+    )
     setups = [
         ("paragraph files 256/32", DATA / "paragraphs_txt", None, 256, 32),
         ("Normans.md 256/32", DATA / "Normans.md", spans, 256, 32),
         ("Normans.md 128/16", DATA / "Normans.md", spans, 128, 16),
     ]
     for name, path, label, tokens, overlap in setups:
-        ranked = dense(name, path, label, questions, tokens, overlap, args.threads)
-        rows.append((f"dense, {name}", "chunks", hits_at(ranked, questions)))
-        rows.append(
-            (f"dense, {name}", "passages", hits_at([distinct(r) for r in ranked], questions))
-        )
+        by_mode = retrieve(name, path, label, questions, tokens, overlap, args.threads)
+        for mode, ranked in by_mode.items():
+            rows.append(
+                (f"{mode}, {name}", "chunks", hits_at(ranked, questions), mrr(ranked, questions))
+            )
+            passages = [distinct(r) for r in ranked]
+            rows.append(
+                (
+                    f"{mode}, {name}",
+                    "passages",
+                    hits_at(passages, questions),
+                    mrr(passages, questions),
+                )
+            )
     print()
-    header = "".join(f"  hit@{k}" for k in KS)
+    header = "".join(f"  hit@{k}" for k in KS) + "  MRR@10"
     print(f"{'setup':<36} {'top k of':<9}{header}")
     quoted = "".join(f"  {BM25_QUOTED[k]:.2f} " if k in BM25_QUOTED else "    -  " for k in KS)
     print(f"{'BM25 (SOURCE.txt, 96 questions)':<36} {'passages':<9}{quoted}")
-    for name, unit, scores in rows:
-        print(f"{name:<36} {unit:<9}" + "".join(f"  {scores[k]:.3f}" for k in KS))
+    for name, unit, scores, reciprocal in rows:
+        print(
+            f"{name:<36} {unit:<9}"
+            + "".join(f"  {scores[k]:.3f}" for k in KS)
+            + f"  {reciprocal:.3f}"
+        )
 
 
 if __name__ == "__main__":
