@@ -312,6 +312,18 @@ def main() -> None:
     )
     parser.add_argument("--skip-vector", action="store_true", help="text search only")
     parser.add_argument(
+        "--encoder",
+        default="text",
+        choices=["text", "text-fast"],
+        help="the collection's encoder (text-fast: a store of its own, same vectors)",
+    )
+    parser.add_argument(
+        "--mode",
+        default=None,
+        choices=["vector", "keyword", "hybrid"],
+        help="mode of the text searches (default: the server's, hybrid for text collections)",
+    )
+    parser.add_argument(
         "--py-spy",
         metavar="PATH",
         default=None,
@@ -323,14 +335,16 @@ def main() -> None:
     wait_for_idle()
 
     data = load_text_set()
-    build_text_store()
+    store = TEXT_STORE if args.encoder == "text" else OUT / f"store-text100k-{args.encoder}"
+    build_text_store(store, encoder=args.encoder)
     OUT.mkdir(parents=True, exist_ok=True)
     vector_bodies = [
         json.dumps({"vector": [round(float(x), 7) for x in v], "k": 10}, separators=(",", ":"))
         for v in data.query[: args.bodies]
     ]
+    mode = {} if args.mode is None else {"mode": args.mode}
     text_bodies = [
-        json.dumps({"text": t, "k": 10}, separators=(",", ":"))
+        json.dumps({"text": t, "k": 10, **mode}, separators=(",", ":"))
         for t in data.query_texts[: args.bodies]
     ]
     vector_lua, text_lua = OUT / "wrk_vector_search.lua", OUT / "wrk_text_search.lua"
@@ -344,10 +358,11 @@ def main() -> None:
     for pair in args.set:
         setting, _, value = pair.partition("=")
         env[f"SPYGLASS_{setting.upper()}"] = value
-    with Server(TEXT_STORE, args.workers, **env) as server:
+    with Server(store, args.workers, **env) as server:
         print(
             f"spyglass serve --workers {args.workers} on port {server.port}, "
-            f"data {TEXT_STORE}; pids {server.pids()}",
+            f"data {store} (encoder {args.encoder}, text mode {args.mode or 'default'});"
+            f" pids {server.pids()}",
             flush=True,
         )
         check(server, json.loads(vector_bodies[0]))

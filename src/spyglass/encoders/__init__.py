@@ -14,6 +14,7 @@ from spyglass.encoders.color import ColorEncoder
 from spyglass.encoders.face import FaceEncoder
 from spyglass.encoders.image import ImageEncoder
 from spyglass.encoders.text import TextEncoder
+from spyglass.encoders.text_fast import FastTextEncoder
 from spyglass.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -21,7 +22,14 @@ if TYPE_CHECKING:
 
 ENCODERS: dict[str, type[Encoder]] = {
     encoder.name: encoder
-    for encoder in (TextEncoder, ImageEncoder, ClipEncoder, ColorEncoder, FaceEncoder)
+    for encoder in (
+        TextEncoder,
+        FastTextEncoder,
+        ImageEncoder,
+        ClipEncoder,
+        ColorEncoder,
+        FaceEncoder,
+    )
 }
 
 
@@ -53,6 +61,7 @@ __all__ = [
     "ColorEncoder",
     "Encoder",
     "FaceEncoder",
+    "FastTextEncoder",
     "ImageEncoder",
     "TextEncoder",
     "create_encoder",
