@@ -33,6 +33,7 @@ from spyglass.routes import (
     findthisfit,
     health,
     items,
+    openai_compat,
     search,
     uploads,
 )
@@ -101,6 +102,7 @@ def create_app(settings: Settings) -> FastAPI:
     routers = (health, admin, collections, items, search, uploads, faces, findthisfit, chromatica)
     for module in routers:
         app.include_router(module.router)
+    openai_compat.install(app, settings)  # a malformed embedding_models stops the start here
     return app
 
 

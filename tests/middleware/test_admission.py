@@ -245,6 +245,8 @@ EXPECTED = {
     ("GET", "/admin/keys"): "admin",
     ("DELETE", "/admin/keys/{key_id}"): "admin",
     ("GET", "/status"): "admin",
+    ("POST", "/v1/embeddings"): "search",
+    ("GET", "/v1/models"): "other",
 }
 
 
@@ -275,6 +277,9 @@ def test_every_route_of_the_app_is_classified(tmp_path: Path) -> None:
         ("POST", "/search", "other"),
         ("HEAD", "/search", "search"),
         ("GET", "/collections/c/items/some/id/upload", "other"),
+        ("POST", "/v1/embeddings", "search"),
+        ("GET", "/v1/embeddings", "other"),
+        ("POST", "/v1/models", "other"),
     ],
 )
 def test_route_class_edges(method: str, path: str, expected: str) -> None:

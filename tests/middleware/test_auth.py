@@ -66,6 +66,8 @@ CALLS: dict[tuple[str, str], Call] = {
     ("GET", "/admin/keys"): Call(),
     ("DELETE", "/admin/keys/{key_id}"): Call(),
     ("GET", "/status"): Call(),
+    ("POST", "/v1/embeddings"): Call(json={"model": "all-MiniLM-L6-v2", "input": "a red dress"}),
+    ("GET", "/v1/models"): Call(),
 }
 PUBLIC = {("GET", "/livez"), ("GET", "/readyz")}
 
@@ -172,6 +174,8 @@ async def test_the_route_table_refuses_every_wrong_caller(world: World) -> None:
             assert all(c["count"] == 0 for c in r.json()["collections"]), r.text
         elif needed == "admin":
             problem(r, 403)  # only the operator (default tenant) holds admin
+        elif template.startswith("/v1/"):
+            assert r.status_code == 200, where  # no collection: the same answer for every tenant
         else:
             body = problem(r, 404)
             assert "acme" not in r.text and "~" not in body["detail"], where
@@ -215,6 +219,18 @@ async def test_problems_name_the_path_the_client_sent(world: World) -> None:
     r = await world.client.get("/collections/nothing", headers=bearer(world.owner))
     body = problem(r, 404)
     assert body["instance"] == "/collections/nothing"
+
+
+async def test_openai_routes_are_reached_unqualified_with_read_scope(world: World) -> None:
+    """``/v1/*`` names no collection: a tenant's path is left as it is, a read key suffices."""
+    r = await world.client.get("/v1/models", headers=bearer(world.reader))
+    assert r.status_code == 200 and r.json()["data"], r.text
+    body = {"model": "no-such-model", "input": "x"}
+    r = await world.client.post("/v1/embeddings", json=body, headers=bearer(world.reader))
+    problem(r, 404, "model")
+    assert r.json()["instance"] == "/v1/embeddings" and "~" not in r.text
+    r = await world.client.post("/v1/embeddings", json=body, headers=bearer(world.writer))
+    assert "'read'" in problem(r, 403)["detail"]
 
 
 async def test_a_key_is_accepted_as_x_api_key_too(world: World) -> None:

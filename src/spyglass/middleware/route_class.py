@@ -4,7 +4,8 @@ Admission control and the body size limit give each class its own budget, so a
 flood of one kind of work cannot starve another (ingest cannot starve search).
 The classes:
 
-``search``  expensive reads: vector, text, image and face queries.
+``search``  expensive reads: vector, text, image and face queries, and OpenAI's
+            ``/v1/embeddings`` (it runs the model).
 ``ingest``  writes: upserts, uploads, deletes, creating and dropping collections.
 ``admin``   operator routes (``/admin/*``, ``/status``).
 ``health``  probes and metrics (``/livez``, ``/readyz``, ``/metrics``); never shed,
@@ -34,8 +35,8 @@ _COLLECTION_SEARCH = frozenset(
     {("search",), ("search", "batch"), ("search", "upload"), ("identify",)}
 )
 _COLLECTION_INGEST = frozenset({("items",), ("items", "upload"), ("delete",), ("faces",)})
-# POST at the top level: compatibility routes of the apps Spyglass replaces.
-_TOP_SEARCH_POST = frozenset({"/search_by_image", "/search_by_text", "/upload"})
+# POST at the top level: compatibility routes of the apps Spyglass replaces, and OpenAI's.
+_TOP_SEARCH_POST = frozenset({"/search_by_image", "/search_by_text", "/upload", "/v1/embeddings"})
 _READ_METHODS = frozenset({"GET", "HEAD"})
 
 
