@@ -17,6 +17,8 @@ from spyglass import __version__, problems
 from spyglass.auth.keys import KeyRing, open_key_store
 from spyglass.cache import open_cache
 from spyglass.engine import Engine
+from spyglass.ingest.sources import SourceBuilder, check_sources
+from spyglass.llm.client import LLMClient
 from spyglass.metrics import Metrics, multiprocess_dir_from_environment
 from spyglass.middleware.access_log import install_request_log
 from spyglass.middleware.admission import Budget, install_admission
@@ -25,8 +27,11 @@ from spyglass.middleware.body_limit import install_body_limit
 from spyglass.middleware.crash_guard import CrashGuardMiddleware
 from spyglass.middleware.rate_limit import install_rate_limit
 from spyglass.middleware.security_headers import install_security_headers
+from spyglass.rag.ask import Asker
+from spyglass.rag.sessions import open_sessions
 from spyglass.routes import (
     admin,
+    ask,
     chromatica,
     collections,
     faces,
@@ -49,6 +54,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings) -> FastAPI:
     """The Spyglass API for ``settings``; the store and models open in the lifespan."""
 
+    check_sources(settings)
     key_store = open_key_store(settings)
     admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
 
@@ -66,6 +72,15 @@ def create_app(settings: Settings) -> FastAPI:
             )
         engine = Engine(settings, store, cache, on_encode=app.state.metrics.encoder_batch)
         app.state.engine = engine
+        llm = LLMClient.from_settings(settings, cache=cache) if settings.llm_base_url else None
+        app.state.asker = Asker(engine, llm)
+        app.state.sessions = open_sessions(
+            settings.redis_url,
+            turns=settings.chat_turns,
+            ttl_s=settings.chat_session_ttl_s,
+            max_sessions=settings.chat_sessions,
+        )
+        app.state.sources = SourceBuilder(engine, settings)
         executor = ThreadPoolExecutor(settings.search_threads, thread_name_prefix="spyglass")
         app.state.executor = executor
         app.state.face_sessions = faces.sessions_for(engine)
@@ -75,8 +90,14 @@ def create_app(settings: Settings) -> FastAPI:
             for name, why in app.state.encoder_failures.items():
                 log.error("encoder %s cannot load: %s", name, why)
             app.state.ready = True
+            if settings.sources:
+                app.state.sources.start()  # /readyz waits for its first build
             yield
         finally:
+            app.state.sources.join(timeout=10)  # an abandoned build resumes next time
+            if llm is not None:
+                await llm.aclose()
+            app.state.sessions.close()
             limiter = getattr(app.state, "rate_limiter", None)
             if limiter is not None:
                 await limiter.close()
@@ -99,7 +120,18 @@ def create_app(settings: Settings) -> FastAPI:
     app.router.routes.append(
         Route("/collections/{name}/search", search.lean_search, methods=["POST"])
     )
-    routers = (health, admin, collections, items, search, uploads, faces, findthisfit, chromatica)
+    routers = (
+        health,
+        admin,
+        collections,
+        items,
+        search,
+        ask,
+        uploads,
+        faces,
+        findthisfit,
+        chromatica,
+    )
     for module in routers:
         app.include_router(module.router)
     openai_compat.install(app, settings)  # a malformed embedding_models stops the start here
@@ -146,11 +178,18 @@ def install_middleware(app: FastAPI, settings: Settings, ring: KeyRing) -> None:
             wait,
             settings.request_timeout_s,
         ),
+        ask=Budget(
+            settings.admission_ask_in_flight,
+            settings.admission_ask_queue,
+            wait,
+            settings.ask_timeout_s,
+        ),
         retry_after_s=settings.retry_after_s,
     )
     limits = {
         "search": settings.rate_limit_search,
         "ingest": settings.rate_limit_ingest,
+        "ask": settings.rate_limit_ask,
         "other": settings.rate_limit_other,
         "admin": settings.rate_limit_admin,
     }

@@ -26,7 +26,8 @@ class CollectionIn(Body):
     )
     encoder: str = Field(
         "none",
-        description='"none" (bring your own vectors), "text", "text-fast", "image", "clip", "color" or "face".',
+        description='"none" (bring your own vectors), "text", "text-fast", "image", "clip",'
+        ' "color" or "face".',
     )
     index: IndexIn = Field(default_factory=IndexIn)
     options: dict[str, Any] = Field(

@@ -15,13 +15,37 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from spyglass.errors import ConfigError
 
 ENV_PREFIX = "SPYGLASS_"
+
+
+class SourceSetting(BaseModel):
+    """Documents ``spyglass serve`` keeps ingested: one entry of the ``sources`` setting."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: Path = Field(description="A folder of documents, or one document file.")
+    types: tuple[str, ...] = Field(
+        (), description='File types to read ("md", ".pdf"); empty: every document type.'
+    )
+    recursive: bool = Field(True, description="Read the folders inside the folder too.")
+    collection: str | None = Field(
+        None, description="Collection to ingest into; unset: the default_collection setting."
+    )
+    encoder: str = Field("text", description="Encoder of the collection, if it is created.")
 
 
 class Settings(BaseSettings):
@@ -338,6 +362,43 @@ class Settings(BaseSettings):
         "all-MiniLM-L6-v2=text",
         description="Model names /v1/embeddings accepts besides the encoder names, as"
         " comma-separated name=encoder pairs.",
+    )
+    sources: tuple[SourceSetting, ...] = Field(
+        (),
+        description="Documents to keep ingested, as a list of tables in the config file"
+        ' ([[sources]] path = "docs" types = ["md", "pdf"] recursive = true collection = "docs")'
+        " or JSON in the environment. `serve` ingests them (unchanged files skipped) before"
+        " /readyz turns ready; POST /build does it again.",
+    )
+    default_collection: str = Field(
+        "docs", description="Collection of /chat, and of sources that name none."
+    )
+    chat_turns: int = Field(
+        3, ge=0, le=100, description="Earlier turns of a /chat session a follow-up question sees."
+    )
+    chat_session_ttl_s: float = Field(
+        1800.0, gt=0, description="Seconds after its last turn that a /chat session is forgotten."
+    )
+    chat_sessions: int = Field(
+        10000,
+        ge=1,
+        description="Most /chat sessions a worker keeps in memory (least recent dropped);"
+        " with redis_url they live in Redis instead.",
+    )
+    admission_ask_in_flight: int = Field(
+        4,
+        ge=1,
+        description="Question-answering requests (/ask, /chat) one worker runs at once; an LLM"
+        " call costs far more than a search, so they have their own budget.",
+    )
+    admission_ask_queue: int = Field(
+        16, ge=0, description="Question-answering requests that may wait for a slot; beyond, 503."
+    )
+    ask_timeout_s: float = Field(
+        120.0, gt=0, description="Time budget of a question-answering request, LLM call included."
+    )
+    rate_limit_ask: str = Field(
+        "", description='Question-answering requests per caller, e.g. "2/second;60/minute".'
     )
     admin_key: SecretStr | None = Field(
         None,

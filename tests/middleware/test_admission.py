@@ -247,6 +247,10 @@ EXPECTED = {
     ("GET", "/status"): "admin",
     ("POST", "/v1/embeddings"): "search",
     ("GET", "/v1/models"): "other",
+    ("POST", "/collections/{name}/ask"): "ask",
+    ("POST", "/chat"): "ask",
+    ("POST", "/build"): "admin",
+    ("GET", "/build"): "admin",
 }
 
 
@@ -280,6 +284,9 @@ def test_every_route_of_the_app_is_classified(tmp_path: Path) -> None:
         ("POST", "/v1/embeddings", "search"),
         ("GET", "/v1/embeddings", "other"),
         ("POST", "/v1/models", "other"),
+        ("GET", "/chat", "other"),
+        ("GET", "/collections/c/ask", "other"),
+        ("POST", "/collections/c/ask/more", "other"),
     ],
 )
 def test_route_class_edges(method: str, path: str, expected: str) -> None:

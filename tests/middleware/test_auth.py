@@ -68,6 +68,10 @@ CALLS: dict[tuple[str, str], Call] = {
     ("GET", "/status"): Call(),
     ("POST", "/v1/embeddings"): Call(json={"model": "all-MiniLM-L6-v2", "input": "a red dress"}),
     ("GET", "/v1/models"): Call(),
+    ("POST", "/collections/{name}/ask"): Call(json={"question": "What is in it?"}),
+    ("POST", "/chat"): Call(json={"query": "What is in it?", "session_id": "s1"}),
+    ("POST", "/build"): Call(),
+    ("GET", "/build"): Call(),
 }
 PUBLIC = {("GET", "/livez"), ("GET", "/readyz")}
 
@@ -93,7 +97,10 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     reader = keys.create("acme", ["read"]).key
     writer = keys.create("acme", ["write"]).key
     settings = conftest.test_settings(
-        data, compat_image_collection=COLLECTION, compat_color_collection=COLLECTION
+        data,
+        compat_image_collection=COLLECTION,
+        compat_color_collection=COLLECTION,
+        default_collection=COLLECTION,
     )
     app: FastAPI = create_app(settings)
     async with app.router.lifespan_context(app):

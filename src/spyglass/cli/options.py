@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar, get_args
+from typing import Any, TypeVar, get_args, get_origin
 
 import click
 
@@ -23,13 +23,20 @@ def _click_type(annotation: Any) -> Any:
     return str
 
 
+def _structured(annotation: Any) -> bool:
+    """A setting made of tables (``sources``): config file or environment only, no flag."""
+    return get_origin(annotation) in (tuple, list, dict)
+
+
 def setting_options(*names: str) -> Callable[[F], F]:
     """Decorate a command with one ``--flag`` per named setting (all settings if none named).
 
     Flags default to None so that an absent flag leaves the environment, the
     config file or the default in charge.
     """
-    chosen = names or tuple(Settings.model_fields)
+    chosen = names or tuple(
+        name for name, field in Settings.model_fields.items() if not _structured(field.annotation)
+    )
 
     def decorate(command: F) -> F:
         for name in reversed(chosen):

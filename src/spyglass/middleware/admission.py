@@ -37,7 +37,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from spyglass.errors import Unavailable
-from spyglass.middleware.route_class import ADMIN, HEALTH, INGEST, OTHER, SEARCH, route_class
+from spyglass.middleware.route_class import ADMIN, ASK, HEALTH, INGEST, OTHER, SEARCH, route_class
 from spyglass.middleware.route_template import route_template
 from spyglass.problems import problem_response
 
@@ -211,12 +211,20 @@ def install_admission(
     search: Budget,
     ingest: Budget,
     other: Budget,
+    ask: Budget | None = None,
     admin: Budget | None = None,
     retry_after_s: int = 1,
 ) -> Admission:
     """Add admission control to ``app`` (before it starts) and store it as
-    ``app.state.admission``; ``admin`` defaults to the ``other`` budget (own gate)."""
-    budgets = {SEARCH: search, INGEST: ingest, OTHER: other, ADMIN: admin or other}
+    ``app.state.admission``; ``ask`` and ``admin`` default to the ``other`` budget (each
+    its own gate)."""
+    budgets = {
+        SEARCH: search,
+        INGEST: ingest,
+        ASK: ask or other,
+        OTHER: other,
+        ADMIN: admin or other,
+    }
     assert HEALTH not in budgets
     admission = Admission(budgets, retry_after_s=retry_after_s)
     app.state.admission = admission

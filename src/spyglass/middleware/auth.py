@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from spyglass.auth import keys, tenancy
 from spyglass.auth.keys import KeyRing, Principal
 from spyglass.errors import Forbidden, NotFound, ProblemError, Unauthorized
-from spyglass.middleware.route_class import ADMIN, INGEST, SEARCH, route_class
+from spyglass.middleware.route_class import ADMIN, ASK, INGEST, SEARCH, route_class
 from spyglass.problems import CLIENT_PATH, problem_response
 
 PUBLIC_PATHS: Final = frozenset(
@@ -49,7 +49,7 @@ def required_scope(method: str, path: str, *, metrics_public: bool = False) -> s
     kind = route_class(method, path)
     if kind == ADMIN:
         return keys.ADMIN
-    if kind == SEARCH:
+    if kind in (SEARCH, ASK):
         return keys.READ
     if kind == INGEST:
         return keys.WRITE

@@ -7,7 +7,9 @@ The classes:
 ``search``  expensive reads: vector, text, image and face queries, and OpenAI's
             ``/v1/embeddings`` (it runs the model).
 ``ingest``  writes: upserts, uploads, deletes, creating and dropping collections.
-``admin``   operator routes (``/admin/*``, ``/status``).
+``ask``     question answering (``/collections/{name}/ask``, ``/chat``): a retrieval
+            plus an LLM call or a sentence encoder, far dearer than a search.
+``admin``   operator routes (``/admin/*``, ``/status``, ``/build``).
 ``health``  probes and metrics (``/livez``, ``/readyz``, ``/metrics``); never shed,
             so a load balancer does not take a busy worker for a dead one.
 ``other``   everything else: cheap reads (``GET`` an item or collection), docs.
@@ -23,13 +25,15 @@ from typing import Final
 
 SEARCH: Final = "search"
 INGEST: Final = "ingest"
+ASK: Final = "ask"
 ADMIN: Final = "admin"
 HEALTH: Final = "health"
 OTHER: Final = "other"
 
-ROUTE_CLASSES: Final = (SEARCH, INGEST, ADMIN, HEALTH, OTHER)
+ROUTE_CLASSES: Final = (SEARCH, INGEST, ASK, ADMIN, HEALTH, OTHER)
 
 _HEALTH_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
+_ADMIN_PATHS = frozenset({"/status", "/admin", "/build"})
 # POST /collections/{name}/<rest>
 _COLLECTION_SEARCH = frozenset(
     {("search",), ("search", "batch"), ("search", "upload"), ("identify",)}
@@ -45,13 +49,17 @@ def route_class(method: str, path: str) -> str:
     method = method.upper()
     if path in _HEALTH_PATHS:
         return HEALTH
-    if path == "/status" or path == "/admin" or path.startswith("/admin/"):
+    if path in _ADMIN_PATHS or path.startswith("/admin/"):
         return ADMIN
+    if path == "/chat" and method == "POST":
+        return ASK
     parts = tuple(p for p in path.split("/") if p)
     if len(parts) >= 2 and parts[0] == "collections":
         rest = parts[2:]
         if not rest:
             return INGEST if method in {"PUT", "DELETE"} else OTHER
+        if method == "POST" and rest == ("ask",):
+            return ASK
         if method == "POST" and rest in _COLLECTION_SEARCH:
             return SEARCH
         if method == "POST" and rest in _COLLECTION_INGEST:

@@ -25,7 +25,8 @@ async def livez() -> Health:
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
 async def readyz(request: Request) -> JSONResponse:
-    """The store answers and the configured models are loaded."""
+    """The store answers, the configured models are loaded and the configured document
+    sources were ingested once."""
     checks: dict[str, str] = {}
     ok = bool(getattr(request.app.state, "ready", False))
     checks["models"] = ", ".join(engine(request).encoders.loaded()) or "none needed"
@@ -37,6 +38,10 @@ async def readyz(request: Request) -> JSONResponse:
         checks["redis"] = await limiter.check()
         if checks["redis"] != "ok" and not engine(request).settings.rate_limit_fail_open:
             ok = False
+    sources = getattr(request.app.state, "sources", None)
+    if sources is not None and engine(request).settings.sources:
+        checks["sources"] = sources.state.error or sources.state.status
+        ok = ok and sources.ready
     try:
         await run(request, engine(request).store.check)
         checks["store"] = "ok"
