@@ -39,11 +39,13 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from _common import SHARED_DATA
 
 from spyglass.encoders.text import TextEncoder
+from spyglass.ingest.records import Record
 from spyglass.rag.extractive import THRESHOLD, answer
 from spyglass.stores.base import Hit
 
@@ -127,8 +129,47 @@ def dense_retriever(corpus: dict[str, str], encoder: TextEncoder, k: int) -> Ret
     return retrieve
 
 
+def hybrid_retriever(corpus: dict[str, str], encoder: TextEncoder, k: int) -> Retriever:
+    """Top ``k`` paragraphs by the server's default search of a text collection: vector and
+    BM25 rankings fused by reciprocal rank, through a real embedded store and the engine."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from spyglass.engine import Engine
+    from spyglass.schema import CollectionIn, SearchIn
+    from spyglass.settings import Settings
+    from spyglass.stores import open_store
+
+    data_dir = Path(tempfile.mkdtemp(prefix="spyglass-extractive-"))
+    settings = Settings(data_dir=data_dir, cache_max_bytes=0)
+    store = open_store(settings)
+    atexit.register(shutil.rmtree, data_dir, True)
+    atexit.register(store.close)
+    engine = Engine(settings, store)
+    engine.create_collection("normans", CollectionIn(encoder="text"))
+    ids = list(corpus)
+    vectors = encoder.encode([corpus[i] for i in ids])
+    engine.upsert(
+        "normans",
+        [
+            Record(id=i, vector=vector, text=corpus[i], payload={"source": i, "start": 0})
+            for i, vector in zip(ids, vectors, strict=True)
+        ],
+    )
+
+    def retrieve(question: str) -> list[Hit]:
+        hits = engine.search("normans", [SearchIn(text=question, k=k)])[0]
+        for hit in hits:
+            hit.payload["end"] = len(hit.text or "")
+        return hits
+
+    return retrieve
+
+
 RETRIEVERS: dict[str, Callable[[dict[str, str], TextEncoder, int], Retriever]] = {
     "dense": dense_retriever,
+    "hybrid": hybrid_retriever,
 }
 
 
