@@ -254,14 +254,26 @@ class EmbeddedStore(Store):
                 if not query.terms:
                     found.append([])
                     continue
-                where, params = (
-                    ("1", []) if query.filter is None else filters.to_sqlite(query.filter)
-                )
+                match = fts5_match(query.terms)
+                if query.filter is None:
+                    ranked = (
+                        f"SELECT rowid AS label, bm25({fts}) AS rank FROM {fts}"
+                        f" WHERE {fts} MATCH ? ORDER BY rank LIMIT ?"
+                    )
+                    params: list[Any] = [match, query.k]
+                else:
+                    where, where_params = filters.to_sqlite(query.filter)
+                    ranked = (
+                        f"SELECT {fts}.rowid AS label, bm25({fts}) AS rank FROM {fts}"
+                        f" JOIN items ON items.label = {fts}.rowid"
+                        f" WHERE {fts} MATCH ? AND ({where}) ORDER BY rank LIMIT ?"
+                    )
+                    params = [match, *where_params, query.k]
+                # Rank first, then read the k winners' rows, not every match's.
                 rows = conn.execute(
-                    f"SELECT items.id, items.text, items.payload, bm25({fts}) AS rank"
-                    f" FROM {fts} JOIN items ON items.label = {fts}.rowid"
-                    f" WHERE {fts} MATCH ? AND ({where}) ORDER BY rank LIMIT ?",
-                    (fts5_match(query.terms), *params, query.k),
+                    f"SELECT items.id, items.text, items.payload, found.rank FROM ({ranked})"
+                    " AS found JOIN items ON items.label = found.label ORDER BY found.rank",
+                    params,
                 ).fetchall()
                 found.append([Hit(r[0], -float(r[3]), orjson.loads(r[2]), r[1]) for r in rows])
         return found
