@@ -143,6 +143,11 @@ def main() -> None:
         metavar="SETTING=VALUE",
         help="a server setting to try, e.g. --set admission_search_in_flight=8",
     )
+    parser.add_argument(
+        "--nice",
+        action="store_true",
+        help="run wrk at nice 19, so the load generator gets only the CPU the server leaves",
+    )
     args = parser.parse_args()
     env = {"SPYGLASS_CACHE_MAX_BYTES": "0"}
     for pair in args.set:
@@ -172,6 +177,7 @@ def main() -> None:
             probe = Probe(server.port, bodies[1])
             rss: list[float] = []
             command = [
+                *(["nice", "-n", "19"] if args.nice else []),
                 "wrk", "-t2", f"-c{connections}", f"-d{args.duration}s", "--latency",
                 "-s", str(script), f"http://127.0.0.1:{server.port}",
             ]  # fmt: skip
