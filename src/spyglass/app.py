@@ -72,7 +72,11 @@ def create_app(settings: Settings) -> FastAPI:
             )
         engine = Engine(settings, store, cache, on_encode=app.state.metrics.encoder_batch)
         app.state.engine = engine
-        llm = LLMClient.from_settings(settings, cache=cache) if settings.llm_base_url else None
+        llm = (
+            LLMClient.from_settings(settings, cache=cache, on_call=app.state.metrics.llm_call)
+            if settings.llm_base_url
+            else None
+        )
         app.state.asker = Asker(engine, llm)
         app.state.sessions = open_sessions(
             settings.redis_url,

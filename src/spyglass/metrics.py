@@ -63,6 +63,8 @@ LATENCY_BUCKETS = (
     30.0,
 )
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+#: Seconds of an LLM call: a cached answer, a quick model, a long streamed answer.
+LLM_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
 def multiprocess_enabled() -> bool:
@@ -141,6 +143,25 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+
+        self.llm_calls = Counter(
+            "spyglass_llm_calls",
+            "Calls to the LLM API by outcome: ok, cached, open (circuit breaker), rejected,"
+            " failed, timeout, broken or abandoned (streams).",
+            ["outcome"],
+            registry=r,
+        )
+        self.llm_latency = Histogram(
+            "spyglass_llm_call_duration_seconds",
+            "Time one LLM call took, retries and streaming included.",
+            buckets=LLM_BUCKETS,
+            registry=r,
+        )
+
+    def llm_call(self, outcome: str, seconds: float) -> None:
+        """Record one LLM call; ``outcome`` is one of the client's few fixed words."""
+        self.llm_calls.labels(outcome).inc()
+        self.llm_latency.observe(seconds)
 
     def cache(self, hit: bool) -> None:
         """Count one query cache lookup."""

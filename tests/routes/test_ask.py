@@ -153,6 +153,9 @@ async def test_an_llm_answers_from_numbered_sources(
             "/collections/docs/ask", json={"question": "Where is Normandy?", "k": 3}
         )
         assert r.json()["answer"] == body["answer"] and len(fake_openai.completions) == asked
+        metrics = (await client.get("/metrics")).text
+        assert 'spyglass_llm_calls_total{outcome="ok"} 1.0' in metrics
+        assert 'spyglass_llm_calls_total{outcome="cached"} 1.0' in metrics
 
 
 async def test_llm_answers_stream_and_upstream_failures_are_503s(
@@ -223,6 +226,8 @@ async def test_chat_without_an_llm_answers_extractively(tmp_path: Path) -> None:
         assert body["status"] == "success" and "France" in body["response"]
         r = await client.post("/chat", json={"query": "How do rockets reach orbit?"})
         assert r.json()["status"] == "no_answer"
+        assert r.json()["response"] == "I cannot answer that from the documents."
+        assert r.json()["citations"] == []
 
 
 async def test_sources_are_ingested_before_ready_and_rebuilt_on_demand(tmp_path: Path) -> None:

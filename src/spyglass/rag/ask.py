@@ -66,20 +66,24 @@ class Asker:
     def retrieve(self, collection: str, question: Question) -> list[Hit]:
         """The passages to answer from, best first (blocking: run it in a thread)."""
         mode = question.mode
-        if mode is None and not self._embeds_text(collection):
+        if mode is None and self._text_encoder(collection) is None:
             mode = "keyword"  # texts the client embedded itself: their words still match
         query = SearchIn(text=question.text, k=question.k, filter=question.filter, mode=mode)
         return self.engine.search(collection, [query])[0]
 
-    def _embeds_text(self, collection: str) -> bool:
+    def _text_encoder(self, collection: str) -> Encoder | None:
+        """The collection's encoder if it embeds text, else None."""
         name = self.engine.get_collection(collection).spec.encoder
-        return name != "none" and "text" in self.engine.encoder(name, collection).inputs
+        if name == "none":
+            return None
+        encoder = self.engine.encoder(name, collection)
+        return encoder if "text" in encoder.inputs else None
 
     def extract(self, collection: str, question: str, hits: Sequence[Hit]) -> Reply:
         """The extractive answer from ``hits`` (blocking: it runs the sentence encoder)."""
-        found = extractive.answer(
-            question, hits, self._sentence_encoder(collection), threshold=self.threshold
-        )
+        # A collection without a text encoder (keyword search only) borrows ``text``.
+        encoder = self._text_encoder(collection) or self.engine.encoder("text", collection)
+        found = extractive.answer(question, hits, encoder, threshold=self.threshold)
         return Reply(
             answer=found.text,
             citations=[_citation_json(c) for c in found.citations],
@@ -128,13 +132,6 @@ class Asker:
             model=model,
             sources=[source_json(n, hit) for n, hit in enumerate(hits, start=1)],
         )
-
-    def _sentence_encoder(self, collection: str) -> Encoder:
-        """The collection's own text encoder, or ``text`` for a collection without one
-        (keyword search over texts the client embedded itself)."""
-        if self._embeds_text(collection):
-            return self.engine.encoder(self.engine.get_collection(collection).spec.encoder)
-        return self.engine.encoder("text", collection)
 
 
 def _nothing_found(model: str) -> Reply:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
 import orjson
@@ -25,10 +25,12 @@ from spyglass.rag.ask import Asker, Question, Reply, source_json
 from spyglass.rag.sessions import Sessions, Turn
 from spyglass.routes.deps import run
 from spyglass.schema import Body
+from spyglass.stores.base import Hit
 
 router = APIRouter(tags=["ask"])
 
 MAX_QUESTION_CHARS = 4000
+NO_ANSWER = "I cannot answer that from the documents."
 
 
 class AskIn(Body):
@@ -126,7 +128,7 @@ async def chat(body: ChatIn, request: Request) -> ChatOut:
     await run(request, sessions.add, kept, Turn(body.query, reply.answer))
     return ChatOut(
         query=body.query,
-        response=reply.answer or reply.reason,
+        response=reply.answer or NO_ANSWER,
         session_id=session_id,
         status="no_answer" if reply.abstained else "success",
         citations=[CitationOut(**c) for c in reply.citations],
@@ -150,7 +152,11 @@ async def build_status(request: Request) -> BuildOut:
 
 
 async def _answer(
-    request: Request, collection: str, question: str, hits: list[Any], history: Any = ()
+    request: Request,
+    collection: str,
+    question: str,
+    hits: list[Hit],
+    history: Sequence[Turn] = (),
 ) -> Reply:
     answers = asker(request)
     if answers.llm is None:
@@ -159,7 +165,7 @@ async def _answer(
 
 
 def _event_stream(
-    request: Request, collection: str, question: str, hits: list[Any], started: float
+    request: Request, collection: str, question: str, hits: list[Hit], started: float
 ) -> StreamingResponse:
     """``event: sources`` (the passages), ``data`` events of text deltas, then ``event:
     done`` with the finished answer; a failure midway ends with ``event: error``."""
