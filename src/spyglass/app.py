@@ -40,6 +40,7 @@ from spyglass.routes import (
     items,
     openai_compat,
     search,
+    ui,
     uploads,
 )
 from spyglass.routes.metrics import install_metrics
@@ -139,6 +140,7 @@ def create_app(settings: Settings) -> FastAPI:
     for module in routers:
         app.include_router(module.router)
     openai_compat.install(app, settings)  # a malformed embedding_models stops the start here
+    ui.install(app)
     return app
 
 

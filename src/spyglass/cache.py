@@ -245,7 +245,16 @@ def embedding_key(encoder: str, text: str) -> bytes:
 def dump_hits(hits: Sequence[Hit]) -> bytes:
     """Hits as JSON bytes: id, score, payload and text (vectors are not kept)."""
     return orjson.dumps(
-        [{"id": h.id, "score": float(h.score), "payload": h.payload, "text": h.text} for h in hits]
+        [
+            {
+                "id": h.id,
+                "score": float(h.score),
+                "payload": h.payload,
+                "text": h.text,
+                "colors": h.colors,
+            }
+            for h in hits
+        ]
     )
 
 
@@ -254,7 +263,14 @@ def load_hits(data: bytes) -> list[Hit]:
     try:
         rows = orjson.loads(data)
         return [
-            Hit(id=r["id"], score=r["score"], payload=r["payload"], text=r["text"]) for r in rows
+            Hit(
+                id=r["id"],
+                score=r["score"],
+                payload=r["payload"],
+                text=r["text"],
+                colors=None if r.get("colors") is None else [tuple(c) for c in r["colors"]],
+            )
+            for r in rows
         ]
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
         raise ValueError(f"not cached hits: {exc}") from exc

@@ -32,7 +32,8 @@ from spyglass.encoders.batching import BatchingEncoder
 from spyglass.encoders.metered import MeteredEncoder, OnCall
 from spyglass.errors import ConfigError, InvalidRequest, PayloadTooLarge, Unavailable
 from spyglass.fusion import fuse
-from spyglass.images import decode_base64_image, decode_image, fetch_image
+from spyglass.images import decode_image, fetch_image
+from spyglass.images.decode import base64_image_bytes, sniff_format
 from spyglass.keywords import query_terms
 from spyglass.schema import CollectionIn, SearchIn
 from spyglass.settings import Settings
@@ -50,6 +51,7 @@ from spyglass.stores.base import (
     Metric,
     Query,
     Store,
+    StoredFile,
 )
 
 
@@ -237,15 +239,21 @@ class Engine:
             encoded = encoder.encode([items[i].text or "" for i in texts])
             for i, row in zip(texts, encoded, strict=True):
                 vectors[i] = row
+        files: dict[int, StoredFile] = {}
         if images:
             assert encoder is not None
-            decoded = [self.image_of(items[i], f"items[{i}]") for i in images]
+            decoded: list[Image.Image] = []
+            for i in images:
+                file, picture = self.image_file_of(items[i], f"items[{i}]")
+                decoded.append(picture)
+                if self.settings.keep_images:
+                    files[i] = file
             encoded = _encode_images(encoder, decoded, [f"items[{i}].image" for i in images])
             for i, row in zip(images, encoded, strict=True):
                 vectors[i] = row
         stored = [
-            Item(id=item.id, vector=vector, text=item.text, payload=item.payload)
-            for item, vector in zip(items, vectors, strict=True)
+            Item(id=item.id, vector=vector, text=item.text, payload=item.payload, file=files.get(i))
+            for i, (item, vector) in enumerate(zip(items, vectors, strict=True))
             if vector is not None
         ]
         return self.store.upsert(name, stored)
@@ -253,6 +261,10 @@ class Engine:
     def get_item(self, name: str, item_id: str) -> Item:
         check_name(name)
         return self.store.get_item(name, item_id)
+
+    def get_file(self, name: str, item_id: str) -> StoredFile:
+        check_name(name)
+        return self.store.get_file(name, item_id)
 
     def delete_items(self, name: str, ids: Sequence[str]) -> tuple[int, int]:
         check_name(name)
@@ -286,6 +298,10 @@ class Engine:
                 )
             if request.weights is not None and request.colors is None:
                 raise InvalidRequest("weights go with colors", field=at("weights"))
+            if request.dominant_colors and not hasattr(encoder, "dominant_colors"):
+                raise InvalidRequest(
+                    "dominant_colors is for color collections", field=at("dominant_colors")
+                )
             kind = given[0]
             kinds.append(kind)
             modes.append(_mode(request.mode, kind, encoder, at("mode")))
@@ -335,7 +351,7 @@ class Engine:
                     filter=flt,
                     ef=request.ef,
                     exact=request.exact,
-                    vectors=reranked[i],
+                    vectors=reranked[i] or request.dominant_colors > 0,
                 )
             if modes[i] != "vector":
                 keyword_queries[i] = KeywordQuery(query_terms(request.text or ""), k, flt)
@@ -372,6 +388,8 @@ class Engine:
                 if reranked[i] and hits:
                     assert encoder is not None
                     hits = rerank_hits(encoder, vectors[i], hits, requests[i].k)
+                if requests[i].dominant_colors:
+                    _add_colors(encoder, hits, requests[i].dominant_colors)
                 key = keys[i]
                 if key is not None and self.cache is not None:
                     self.cache.set(key, dump_hits(hits))
@@ -464,6 +482,11 @@ class Engine:
 
     def image_of(self, item: Any, prefix: str = "") -> Image.Image:
         """The decoded image of an item or query, from bytes, base64 or a URL."""
+        return self.image_file_of(item, prefix)[1]
+
+    def image_file_of(self, item: Any, prefix: str = "") -> tuple[StoredFile, Image.Image]:
+        """The image file of an item or query (its bytes and media type) and the image
+        decoded from it, from bytes, base64 or a URL."""
         settings = self.settings
         where = f"{prefix}." if prefix else ""
         image = getattr(item, "image", None)
@@ -471,10 +494,16 @@ class Engine:
         if image is not None and url is not None:
             raise InvalidRequest("give image or image_url, not both", field=f"{where}image_url")
         limits = {"max_bytes": settings.max_image_bytes, "max_pixels": settings.max_image_pixels}
-        if isinstance(image, bytes):
-            return decode_image(image, field=f"{where}image", **limits)
-        if isinstance(image, str):
-            return decode_base64_image(image, field=f"{where}image", **limits)
+        if image is not None:
+            data = (
+                image
+                if isinstance(image, bytes)
+                else base64_image_bytes(
+                    image, field=f"{where}image", max_bytes=settings.max_image_bytes
+                )
+            )
+            decoded = decode_image(data, field=f"{where}image", **limits)
+            return _stored(data, decoded), decoded
         if not settings.image_urls:
             raise InvalidRequest(
                 "this server does not fetch images by URL (setting image_urls); send the image",
@@ -486,7 +515,8 @@ class Engine:
             max_bytes=settings.max_image_bytes,
             timeout=settings.image_url_timeout,
         )
-        return decode_image(data, field=f"{where}image_url", **limits)
+        decoded = decode_image(data, field=f"{where}image_url", **limits)
+        return _stored(data, decoded), decoded
 
     def _vectors(
         self,
@@ -604,6 +634,23 @@ def _mode(given: str | None, kind: str, encoder: Encoder | None, field: str) -> 
             field=field,
         )
     return given
+
+
+def _add_colors(encoder: Any, hits: list[Hit], count: int) -> None:
+    """Give each hit its ``count`` dominant colors (a color encoder's reading of its vector)."""
+    for hit in hits:
+        if hit.vector is not None:
+            hit.colors = [
+                (color.hex, round(float(color.weight), 4))
+                for color in encoder.dominant_colors(hit.vector, count)
+            ]
+
+
+def _stored(data: bytes, image: Image.Image) -> StoredFile:
+    """An image's file as the store keeps it: its bytes and the media type of its format
+    (read from the bytes: the decoded ``image`` may be a converted copy)."""
+    kind = sniff_format(data) or image.format
+    return StoredFile(data, f"image/{kind.lower()}" if kind else "application/octet-stream")
 
 
 def _encode_images(encoder: Encoder, images: list[Image.Image], fields: list[str]) -> np.ndarray:

@@ -124,6 +124,13 @@ class SearchIn(Body):
     filter: dict[str, Any] | None = None
     ef: int | None = Field(None, ge=1, le=10000, description="HNSW beam width for this query.")
     exact: bool = Field(False, description="Brute-force search: exact, slower on big collections.")
+    dominant_colors: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="Color collections: give each hit its this many dominant colors, as"
+        ' `colors: [{"hex": "#rrggbb", "weight": 0.31}, ...]` (for swatches).',
+    )
     after_version: int | None = Field(
         None,
         ge=0,
@@ -132,11 +139,19 @@ class SearchIn(Body):
     )
 
 
+class ColorOut(BaseModel):
+    hex: str
+    weight: float
+
+
 class HitOut(BaseModel):
     id: str
     score: float
     payload: dict[str, Any]
     text: str | None = None
+    colors: list[ColorOut] | None = Field(
+        None, description="Only when the search asked for dominant_colors."
+    )
 
 
 class SearchOut(BaseModel):

@@ -137,6 +137,11 @@ class Settings(BaseSettings):
         ge=1024,
         description="Most pixels (width x height) an image may have; refused before decoding.",
     )
+    keep_images: bool = Field(
+        True,
+        description="Keep the image file an item was made from, in the store, so that"
+        " GET /collections/{name}/images/{id} and the web UI can show it.",
+    )
     image_urls: bool = Field(
         False,
         description="Accept images by URL (`image_url`). Private, loopback and link-local"
@@ -362,6 +367,32 @@ class Settings(BaseSettings):
         "all-MiniLM-L6-v2=text",
         description="Model names /v1/embeddings accepts besides the encoder names, as"
         " comma-separated name=encoder pairs.",
+    )
+    remote_embedding_url: str | None = Field(
+        None,
+        description="OpenAI-compatible embeddings API of the remote encoder, ending in /v1"
+        " (https://api.openai.com/v1, or a vLLM, llama.cpp or Ollama server's /v1). Retries,"
+        " backoff, circuit breaker, connection pool and connect timeout are the llm_* ones.",
+    )
+    remote_embedding_model: str = Field(
+        "text-embedding-3-small", description="Model name the remote encoder sends."
+    )
+    remote_embedding_api_key: SecretStr | None = Field(
+        None, description="Bearer key of the embeddings API (sent only to remote_embedding_url)."
+    )
+    remote_embedding_dim: int | None = Field(
+        None,
+        ge=1,
+        description="Dimension of the remote encoder's vectors, sent as `dimensions`. Unset:"
+        " the model's own, learnt by one request when the encoder loads.",
+    )
+    remote_embedding_batch: int = Field(
+        64, ge=1, le=2048, description="Most texts the remote encoder sends in one request."
+    )
+    remote_embedding_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest one request of the remote encoder may take, retries included.",
     )
     sources: tuple[SourceSetting, ...] = Field(
         (),

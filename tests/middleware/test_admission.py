@@ -251,6 +251,7 @@ EXPECTED = {
     ("POST", "/chat"): "ask",
     ("POST", "/build"): "admin",
     ("GET", "/build"): "admin",
+    ("GET", "/collections/{name}/images/{item_id}"): "other",
 }
 
 

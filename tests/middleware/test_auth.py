@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from PIL import Image
 
 from spyglass.app import create_app
 from spyglass.auth.keys import KeyStore, SqliteKeyStore
@@ -19,6 +21,7 @@ from tests import conftest
 from tests.routes.helpers import problem
 
 COLLECTION = "secret"
+PICTURES = "pictures"  # acme's color collection, whose item keeps its image file
 ITEM = "item1"
 ADMIN_KEY = "operator-bootstrap-key-0123456789"
 PNG = base64.b64decode(
@@ -72,6 +75,7 @@ CALLS: dict[tuple[str, str], Call] = {
     ("POST", "/chat"): Call(json={"query": "What is in it?", "session_id": "s1"}),
     ("POST", "/build"): Call(),
     ("GET", "/build"): Call(),
+    ("GET", "/collections/{name}/images/{item_id}"): Call(),
 }
 PUBLIC = {("GET", "/livez"), ("GET", "/readyz")}
 
@@ -116,7 +120,8 @@ def bearer(key: str) -> dict[str, str]:
 
 async def send(world: World, method: str, template: str, key: str | None) -> httpx.Response:
     call = CALLS[(method, template)]
-    path = template.replace("{name}", COLLECTION).replace("{item_id}", ITEM)
+    name = PICTURES if "/images/" in template else COLLECTION
+    path = template.replace("{name}", name).replace("{item_id}", ITEM)
     if "{key_id}" in path:  # a throwaway key, so revoking it harms no other check
         path = path.replace("{key_id}", world.keys.create("acme", ["read"]).info.id)
     return await world.client.request(
@@ -138,6 +143,19 @@ async def owner_state(world: World) -> None:
     items = {"items": [{"id": ITEM, "vector": VECTOR}]}
     r = await world.client.post(f"/collections/{COLLECTION}/items", json=items, headers=headers)
     assert r.status_code == 200, r.text
+    r = await world.client.put(
+        f"/collections/{PICTURES}", json={"encoder": "color"}, headers=headers
+    )
+    assert r.status_code in {200, 201}, r.text
+    items = {"items": [{"id": ITEM, "image": base64.b64encode(picture()).decode()}]}
+    r = await world.client.post(f"/collections/{PICTURES}/items", json=items, headers=headers)
+    assert r.status_code == 200, r.text
+
+
+def picture() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), "#336699").save(out, format="PNG")
+    return out.getvalue()
 
 
 def routes(app: FastAPI) -> set[tuple[str, str]]:
@@ -201,7 +219,7 @@ async def test_a_tenant_sees_only_its_own_collections(world: World) -> None:
     r = await world.client.put("/collections/mine", json={"dim": 4}, headers=globex)
     assert r.status_code == 201 and r.json()["name"] == "mine"
     acme = await world.client.get("/collections", headers=bearer(world.owner))
-    assert [c["name"] for c in acme.json()["collections"]] == [COLLECTION]
+    assert [c["name"] for c in acme.json()["collections"]] == [PICTURES, COLLECTION]
     theirs = await world.client.get("/collections", headers=globex)
     assert [c["name"] for c in theirs.json()["collections"]] == ["mine"]
     r = await world.client.get(f"/collections/{COLLECTION}/items/{ITEM}", headers=globex)

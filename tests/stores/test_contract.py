@@ -10,7 +10,15 @@ import pytest
 from spyglass import filters
 from spyglass.errors import Conflict, NotFound
 from spyglass.keywords import query_terms
-from spyglass.stores.base import CollectionSpec, IndexParams, Item, KeywordQuery, Query, Store
+from spyglass.stores.base import (
+    CollectionSpec,
+    IndexParams,
+    Item,
+    KeywordQuery,
+    Query,
+    Store,
+    StoredFile,
+)
 from tests.stores.backends import STORE_KINDS, open_test_store
 
 
@@ -366,3 +374,36 @@ def test_keyword_search_follows_upserts_and_deletes(store: Store) -> None:
         keyword(store, "honey")
     store.create_collection(spec())
     assert keyword(store, "honey") == []
+
+
+def test_files_are_kept_replaced_and_removed_with_their_items(store: Store) -> None:
+    store.create_collection(spec())
+    rng = np.random.default_rng(3)
+
+    def item(item_id: str, data: bytes | None) -> Item:
+        file = None if data is None else StoredFile(data, "image/png")
+        return Item(id=item_id, vector=rng.normal(size=8).astype(np.float32), file=file)
+
+    store.upsert("c", [item("a/1", b"\x89PNG first"), item("b", None), item("c", b"\x00" * 70000)])
+    assert store.get_file("c", "a/1") == StoredFile(b"\x89PNG first", "image/png")
+    assert store.get_file("c", "c").data == b"\x00" * 70000
+    with pytest.raises(NotFound):
+        store.get_file("c", "b")  # an item without a file
+    with pytest.raises(NotFound):
+        store.get_file("c", "nope")
+    assert store.get_item("c", "a/1").file is None  # reading items never carries the file
+    store.upsert("c", [item("a/1", b"\x89PNG second")])
+    assert store.get_file("c", "a/1").data == b"\x89PNG second"
+    store.upsert("c", [item("a/1", None)])  # replaced without one: the old file goes
+    with pytest.raises(NotFound):
+        store.get_file("c", "a/1")
+    store.delete_items("c", ["c"])
+    with pytest.raises(NotFound):
+        store.get_file("c", "c")
+    store.upsert("c", [item("d", b"kept")])
+    scanned = {i.id: i.file for i in store.scan("c")}
+    assert scanned == {"a/1": None, "b": None, "d": StoredFile(b"kept", "image/png")}
+    store.delete_collection("c")
+    store.create_collection(spec())
+    with pytest.raises(NotFound):
+        store.get_file("c", "d")

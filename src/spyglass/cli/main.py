@@ -67,17 +67,23 @@ def serve(**overrides: Any) -> None:
 def demo(**overrides: Any) -> None:
     """Load the demo collection (short articles shipped with Spyglass) and serve it."""
     from spyglass.demo import DOCS_DIR
+    from spyglass.demo.swatches import swatch_records
     from spyglass.ingest.loaders import open_source
     from spyglass.ingest.pipeline import ingest
+    from spyglass.ingest.records import Source
 
     if not overrides.get("store"):
         overrides["data_dir"] = overrides.get("data_dir") or Path("spyglass-demo")
     settings = load_settings(**overrides)
     with opened_engine(settings) as engine:
         report = ingest(engine, "demo", open_source(DOCS_DIR), encoder="text")
+        records = list(swatch_records())
+        pictures = Source(Path("swatches"), len(records), 64, lambda: iter(records))
+        colors = ingest(engine, "colors", pictures, encoder="color")
     console.print(
-        f"demo collection ready: {report.items} passages from {DOCS_DIR.name}/ in "
-        f"{report.seconds:.1f} s (data in {settings.data_dir})",
+        f"demo collections ready: {report.items} passages from {DOCS_DIR.name}/ in"
+        f" {report.seconds:.1f} s, {colors.items} pictures in `colors`"
+        f" (data in {settings.data_dir}); open http://{settings.host}:{settings.port}/",
         soft_wrap=True,
     )
     console.print(

@@ -239,12 +239,21 @@ def decode_base64_image(
     max_pixels: int,
     min_side: int = 2,
 ) -> Image.Image:
-    """Decode an image sent as base64 text, plain or as a ``data:image/...;base64,`` URL.
+    """Decode an image sent as base64 text, plain or as a ``data:image/...;base64,`` URL:
+    :func:`base64_image_bytes`, then :func:`decode_image`."""
+    data = base64_image_bytes(text, field=field, max_bytes=max_bytes)
+    return decode_image(
+        data, field=field, max_bytes=max_bytes, max_pixels=max_pixels, min_side=min_side
+    )
+
+
+def base64_image_bytes(text: str, *, field: str, max_bytes: int) -> bytes:
+    """The file bytes of an image sent as base64 text, plain or as a data URL.
 
     Line breaks and other whitespace are ignored, missing ``=`` padding is
     tolerated and the URL-safe alphabet (``-_``) is accepted. The decoded size is
     worked out from the text's length and checked against ``max_bytes`` before
-    anything is decoded. Then as :func:`decode_image`.
+    anything is decoded.
     """
     payload = text
     if text[:5].lower() == "data:":
@@ -270,12 +279,9 @@ def decode_base64_image(
         payload = payload.translate(_URLSAFE)
     payload += "=" * (-len(payload) % 4)
     try:
-        data = base64.b64decode(payload, validate=True)
+        return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidRequest(f"not valid base64: {exc}", field=field) from exc
-    return decode_image(
-        data, field=field, max_bytes=max_bytes, max_pixels=max_pixels, min_side=min_side
-    )
 
 
 _URLSAFE = str.maketrans("-_", "+/")

@@ -35,14 +35,20 @@ from spyglass.middleware.route_class import ADMIN, ASK, INGEST, SEARCH, route_cl
 from spyglass.problems import CLIENT_PATH, problem_response
 
 PUBLIC_PATHS: Final = frozenset(
-    {"/livez", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+    {"/", "/livez", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 )
 METRICS_PATH: Final = "/metrics"
+UI_ASSETS: Final = "/ui/"
+"""The web UI's scripts and styles: public, like the page (``/``) and the API docs."""
 
 
 def required_scope(method: str, path: str, *, metrics_public: bool = False) -> str | None:
     """The scope ``method path`` needs, or None for a public route."""
-    if path in PUBLIC_PATHS or (path == METRICS_PATH and metrics_public):
+    if (
+        path in PUBLIC_PATHS
+        or path.startswith(UI_ASSETS)
+        or (path == METRICS_PATH and metrics_public)
+    ):
         return None
     if path == METRICS_PATH:
         return keys.ADMIN

@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 HTML_CSP = (
-    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'self';"
+    "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'self';"
     " form-action 'self'; frame-ancestors 'none'"
 )
 CDN = "https://cdn.jsdelivr.net"

@@ -19,13 +19,17 @@ CACHE_CONTROL = "no-cache"
 
 def tagged(request: Request, model: BaseModel) -> Response:
     """``model`` as JSON with its ETag, or an empty 304 when the client has it already."""
-    body = orjson.dumps(model.model_dump(mode="json"))
+    return tagged_bytes(request, orjson.dumps(model.model_dump(mode="json")), "application/json")
+
+
+def tagged_bytes(request: Request, body: bytes, media_type: str) -> Response:
+    """``body`` with its ETag, or an empty 304 when the client has it already."""
     tag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
     headers = {"ETag": tag, "Cache-Control": CACHE_CONTROL}
     known = _tags(request.headers.get("if-none-match", ""))
     if tag in known or "*" in known:
         return Response(status_code=304, headers=headers)
-    return Response(body, media_type="application/json", headers=headers)
+    return Response(body, media_type=media_type, headers=headers)
 
 
 def _tags(header: str) -> set[str]:

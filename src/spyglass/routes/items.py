@@ -5,11 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from spyglass.routes.deps import engine, run
-from spyglass.routes.etag import tagged
+from spyglass.routes.etag import tagged, tagged_bytes
 from spyglass.routes.fastjson import FastJSONRoute
 from spyglass.schema import DeleteIn, DeleteOut, ItemOut, UpsertIn, UpsertOut
 
 router = APIRouter(prefix="/collections/{name}", tags=["items"], route_class=FastJSONRoute)
+
+#: What a stored image is served as; anything else goes as application/octet-stream.
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif")
 
 
 @router.post("/items", response_model=UpsertOut)
@@ -25,6 +28,19 @@ async def get_item(name: str, item_id: str, request: Request) -> Response:
     item = await run(request, engine(request).get_item, name, item_id)
     out = ItemOut(id=item.id, vector=item.vector.tolist(), text=item.text, payload=item.payload)
     return tagged(request, out)
+
+
+@router.get(
+    "/images/{item_id:path}",
+    response_class=Response,
+    responses={200: {"content": {media: {} for media in IMAGE_TYPES}}, 404: {}},
+)
+async def get_image(name: str, item_id: str, request: Request) -> Response:
+    """The image file an item was made from (kept when the keep_images setting is on),
+    with an ETag; 404 when the item has none."""
+    file = await run(request, engine(request).get_file, name, item_id)
+    media_type = file.media_type if file.media_type in IMAGE_TYPES else "application/octet-stream"
+    return tagged_bytes(request, file.data, media_type)
 
 
 @router.post("/delete", response_model=DeleteOut)

@@ -21,11 +21,22 @@ router = APIRouter(prefix="/collections/{name}", tags=["search"], route_class=Fa
 
 
 def hits_out(hits: list[Hit]) -> list[HitOut]:
-    return [HitOut(id=h.id, score=h.score, payload=h.payload, text=h.text) for h in hits]
+    return [HitOut.model_validate(hit) for hit in hits_json(hits)]
 
 
 def hits_json(hits: list[Hit]) -> list[dict[str, object]]:
-    return [{"id": h.id, "score": h.score, "payload": h.payload, "text": h.text} for h in hits]
+    found: list[dict[str, object]] = []
+    for h in hits:
+        hit: dict[str, object] = {
+            "id": h.id,
+            "score": h.score,
+            "payload": h.payload,
+            "text": h.text,
+        }
+        if h.colors is not None:
+            hit["colors"] = [{"hex": color, "weight": weight} for color, weight in h.colors]
+        found.append(hit)
+    return found
 
 
 @router.post("/search", response_model=SearchOut)

@@ -69,13 +69,26 @@ class CollectionInfo:
 
 
 @dataclass(frozen=True)
+class StoredFile:
+    """The file an item was made from (its image), kept to be shown again."""
+
+    data: bytes
+    media_type: str
+
+
+@dataclass(frozen=True)
 class Item:
-    """One stored item. ``vector`` is float32 of the collection's dimension."""
+    """One stored item. ``vector`` is float32 of the collection's dimension.
+
+    ``file`` is written with the item and replaced or removed with it; reading an
+    item back never returns it (see :meth:`Store.get_file`).
+    """
 
     id: str
     vector: np.ndarray
     text: str | None = None
     payload: dict[str, Any] = field(default_factory=dict)
+    file: StoredFile | None = None
 
 
 @dataclass(slots=True)
@@ -88,6 +101,9 @@ class Hit:
     text: str | None = None
     vector: np.ndarray | None = None
     """Only when the query asked for vectors: the vector as indexed (unit length for cosine)."""
+    colors: list[tuple[str, float]] | None = None
+    """Set by the engine when a search asks for them: the item's dominant colors as
+    ``("#rrggbb", weight)`` (color collections); stores never set it."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +161,10 @@ class Store:
 
     def get_item(self, name: str, item_id: str) -> Item:
         """The stored item, or ``NotFound``."""
+        raise NotImplementedError
+
+    def get_file(self, name: str, item_id: str) -> StoredFile:
+        """The file stored with the item, or ``NotFound`` (no such item, or it has none)."""
         raise NotImplementedError
 
     def scan(self, name: str, after: str | None = None, limit: int = 1000) -> list[Item]:

@@ -41,6 +41,7 @@ from spyglass.stores.base import (
     KeywordQuery,
     Query,
     Store,
+    StoredFile,
 )
 from spyglass.stores.sqlite import Database
 from spyglass.stores.view import Found, TailChunk, View
@@ -145,6 +146,7 @@ class EmbeddedStore(Store):
             cid = _require(conn, name)[0]
             conn.execute("DELETE FROM items WHERE cid = ?", (cid,))
             conn.execute("DELETE FROM tombstones WHERE cid = ?", (cid,))
+            conn.execute("DELETE FROM files WHERE cid = ?", (cid,))
             conn.execute("DELETE FROM collections WHERE cid = ?", (cid,))
             conn.execute(f"DROP TABLE IF EXISTS {_fts(cid)}")
         with self._sync_lock:
@@ -178,6 +180,14 @@ class EmbeddedStore(Store):
                 " WHERE cid = ? AND seq = ? AND text IS NOT NULL",
                 (cid, seq),
             )
+            conn.executemany(
+                "INSERT INTO files (cid, id, media_type, data) VALUES (?, ?, ?, ?)",
+                [
+                    (cid, item.id, item.file.media_type, item.file.data)
+                    for item in latest.values()
+                    if item.file is not None
+                ],
+            )
             conn.execute(
                 "UPDATE collections SET version = ?, count = count + ? WHERE cid = ?",
                 (seq, len(latest) - removed, cid),
@@ -200,12 +210,23 @@ class EmbeddedStore(Store):
             payload=orjson.loads(row[3]),
         )
 
+    def get_file(self, name: str, item_id: str) -> StoredFile:
+        with self.db.read() as conn:
+            cid = _require(conn, name)[0]
+            row = conn.execute(
+                "SELECT media_type, data FROM files WHERE cid = ? AND id = ?", (cid, item_id)
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"item {item_id!r} of {name!r} has no stored file", field="id")
+        return StoredFile(data=bytes(row[1]), media_type=row[0])
+
     def scan(self, name: str, after: str | None = None, limit: int = 1000) -> list[Item]:
         with self.db.read() as conn:
             cid = _require(conn, name)[0]
             rows = conn.execute(
-                "SELECT id, vector, text, payload FROM items WHERE cid = ? AND id > ?"
-                " ORDER BY id LIMIT ?",
+                "SELECT items.id, vector, text, payload, files.media_type, files.data"
+                " FROM items LEFT JOIN files ON files.cid = items.cid AND files.id = items.id"
+                " WHERE items.cid = ? AND items.id > ? ORDER BY items.id LIMIT ?",
                 (cid, "" if after is None else after, limit),
             ).fetchall()
         return [
@@ -214,6 +235,7 @@ class EmbeddedStore(Store):
                 vector=np.frombuffer(row[1], dtype=np.float32),
                 text=row[2],
                 payload=orjson.loads(row[3]),
+                file=None if row[4] is None else StoredFile(bytes(row[5]), row[4]),
             )
             for row in rows
         ]
@@ -513,11 +535,13 @@ def _next_seq(conn: sqlite3.Connection) -> int:
 
 
 def _remove(conn: sqlite3.Connection, cid: int, ids: list[str], seq: int) -> int:
-    """Delete items by id, leaving tombstones for their labels; how many existed."""
+    """Delete items by id, with their files, leaving tombstones for their labels; how many
+    existed."""
     removed = 0
     for start in range(0, len(ids), 500):
         part = ids[start : start + 500]
         marks = ",".join("?" * len(part))
+        conn.execute(f"DELETE FROM files WHERE cid = ? AND id IN ({marks})", (cid, *part))
         labels = conn.execute(
             f"DELETE FROM items WHERE cid = ? AND id IN ({marks}) RETURNING label", (cid, *part)
         ).fetchall()

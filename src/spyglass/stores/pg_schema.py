@@ -72,6 +72,16 @@ MIGRATIONS: tuple[str, ...] = (
     END
     $$;
     """,
+    # the files items were made from (images), apart so reading items never reads them
+    """
+    CREATE TABLE IF NOT EXISTS spyglass_files (
+        cid bigint NOT NULL,
+        id text COLLATE "C" NOT NULL,
+        media_type text NOT NULL,
+        data bytea NOT NULL,
+        PRIMARY KEY (cid, id)
+    );
+    """,
 )
 
 

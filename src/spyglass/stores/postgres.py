@@ -41,6 +41,7 @@ from spyglass.stores.base import (
     KeywordQuery,
     Query,
     Store,
+    StoredFile,
 )
 from spyglass.stores.pg_pools import (
     DRIVER_ERRORS,
@@ -216,6 +217,7 @@ class PostgresStore(Store):
             if row is None:
                 raise NotFound(f"collection {name!r} not found", field="name")
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {t}").format(t=_table(row[0])))
+            conn.execute("DELETE FROM spyglass_files WHERE cid = %s", (row[0],))
 
     # items
 
@@ -242,6 +244,7 @@ class PostgresStore(Store):
                 existed = _merge_staged(conn, table, dim, latest.values())
             else:
                 existed = _merge_rows(conn, table, latest.values())
+            _write_files(conn, cid, list(latest.values()))
             row = conn.execute(
                 "UPDATE spyglass_collections SET version = nextval('spyglass_seq'),"
                 " count = count + %s, indexed = %s WHERE cid = %s RETURNING version",
@@ -289,18 +292,43 @@ class PostgresStore(Store):
 
         return self.pools.read(work)
 
+    def get_file(self, name: str, item_id: str) -> StoredFile:
+        def work(conn: Connection, server: Server) -> StoredFile:
+            cid = _require(conn, name, server)[0]
+            row = conn.execute(
+                "SELECT media_type, data FROM spyglass_files WHERE cid = %s AND id = %s",
+                (cid, item_id),
+            ).fetchone()
+            if row is None:
+                if not server.primary:
+                    raise Stale
+                raise NotFound(f"item {item_id!r} of {name!r} has no stored file", field="id")
+            return StoredFile(data=bytes(row[1]), media_type=row[0])
+
+        return self.pools.read(work)
+
     def scan(self, name: str, after: str | None = None, limit: int = 1000) -> list[Item]:
         def work(conn: Connection, server: Server) -> list[Item]:
             cid = _require(conn, name, server)[0]
             with _gone(name, server):
                 rows = conn.execute(
                     sql.SQL(
-                        "SELECT id, embedding, text, payload FROM {t}"
-                        " WHERE id > %s ORDER BY id LIMIT %s"
+                        "SELECT i.id, i.embedding, i.text, i.payload, f.media_type, f.data"
+                        " FROM {t} i LEFT JOIN spyglass_files f ON f.cid = %s AND f.id = i.id"
+                        " WHERE i.id > %s ORDER BY i.id LIMIT %s"
                     ).format(t=_table(cid)),
-                    ("" if after is None else after, limit),
+                    (cid, "" if after is None else after, limit),
                 ).fetchall()
-            return [Item(id=r[0], vector=_array(r[1]), text=r[2], payload=r[3]) for r in rows]
+            return [
+                Item(
+                    id=r[0],
+                    vector=_array(r[1]),
+                    text=r[2],
+                    payload=r[3],
+                    file=None if r[4] is None else StoredFile(bytes(r[5]), r[4]),
+                )
+                for r in rows
+            ]
 
         return self.pools.on_primary(lambda conn: work(conn, self.pools.primary))
 
@@ -311,6 +339,9 @@ class PostgresStore(Store):
             removed = conn.execute(
                 sql.SQL("DELETE FROM {t} WHERE id = ANY(%s)").format(t=_table(cid)), (unique,)
             ).rowcount
+            conn.execute(
+                "DELETE FROM spyglass_files WHERE cid = %s AND id = ANY(%s)", (cid, unique)
+            )
             row = conn.execute(
                 "UPDATE spyglass_collections SET version = nextval('spyglass_seq'),"
                 " count = count - %s WHERE cid = %s RETURNING version",
@@ -657,6 +688,21 @@ def _merge_staged(conn: Connection, table: sql.Identifier, dim: int, items: Any)
     )
     conn.execute(sql.SQL("DROP TABLE {s}").format(s=staging))
     return int(row[0]) if row else 0
+
+
+def _write_files(conn: Connection, cid: int, items: Sequence[Item]) -> None:
+    """Replace the stored files of ``items``: an item written without one loses its old."""
+    conn.execute(
+        "DELETE FROM spyglass_files WHERE cid = %s AND id = ANY(%s)",
+        (cid, [item.id for item in items]),
+    )
+    files = [(cid, item.id, item.file.media_type, item.file.data) for item in items if item.file]
+    if files:
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO spyglass_files (cid, id, media_type, data) VALUES (%s, %s, %s, %s)",
+                files,
+            )
 
 
 def _merge_rows(conn: Connection, table: sql.Identifier, items: Any) -> int:

@@ -73,6 +73,16 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE collections ADD COLUMN options TEXT NOT NULL DEFAULT '{}';
     """,
+    # the files items were made from (images), apart so reading items never walks them
+    """
+    CREATE TABLE IF NOT EXISTS files (
+        cid INTEGER NOT NULL,
+        id TEXT NOT NULL,
+        media_type TEXT NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (cid, id)
+    );
+    """,
 )
 
 
