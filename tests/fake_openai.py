@@ -1,16 +1,19 @@
 """A real OpenAI-compatible chat-completions server for tests, scripted request by request.
 
 It listens on 127.0.0.1 (a free port, a background thread) and speaks enough of
-the protocol for Spyglass's LLM client and the ``openai`` package:
-``POST /v1/chat/completions`` (a ``chat.completion`` object, or with
+the protocol for Spyglass's LLM client, its ``remote`` encoder and the ``openai``
+package: ``POST /v1/chat/completions`` (a ``chat.completion`` object, or with
 ``"stream": true`` a ``text/event-stream`` of ``chat.completion.chunk`` deltas
-ending in ``data: [DONE]``) and ``GET /v1/models``.
+ending in ``data: [DONE]``), ``POST /v1/embeddings`` and ``GET /v1/models``.
 
-Each chat-completions request takes the next scripted behaviour
+Each chat-completions or embeddings request takes the next scripted behaviour
 (:meth:`FakeOpenAI.script`): :class:`Answer`, :class:`Status` (e.g. a 429 with
 ``Retry-After``, a 500), :class:`Hang` (no answer for a while, optionally after
 some streamed deltas) or :class:`Cut` (the connection closed mid-answer). With
-nothing scripted it answers ``echo: <the last user message>``. Every request is
+nothing scripted a chat completion answers ``echo: <the last user message>``, and
+an embeddings request answers :func:`embedding` of each input (``dimensions`` of
+them when the request asks, else :data:`EMBEDDING_DIM`), listed last input first:
+the protocol orders inputs by ``index``, so a client must read it. Every request is
 recorded in :attr:`FakeOpenAI.requests` (method, path, headers, JSON body).
 
 Use the ``fake_openai`` fixture (import ``fake_openai_fixture`` into a conftest or test
@@ -24,7 +27,9 @@ module), or ``with running() as fake:``::
 
 from __future__ import annotations
 
+import hashlib
 import json
+import struct
 import threading
 import time
 from collections import deque
@@ -37,6 +42,7 @@ from typing import Any
 import pytest
 
 __all__ = [
+    "EMBEDDING_DIM",
     "MODEL",
     "Answer",
     "Cut",
@@ -45,11 +51,14 @@ __all__ = [
     "Received",
     "Status",
     "echo",
+    "embedding",
     "fake_openai_fixture",
     "running",
 ]
 
 MODEL = "fake-gpt"
+#: Length of the fake's embeddings when a request does not ask for ``dimensions``.
+EMBEDDING_DIM = 24
 
 
 @dataclass(frozen=True)
@@ -111,6 +120,18 @@ def echo(messages: list[dict[str, Any]]) -> str:
     return f"echo: {users[-1].get('content', '') if users else ''}"
 
 
+def embedding(text: str, dim: int = EMBEDDING_DIM) -> list[float]:
+    """The default embedding of ``text``: ``dim`` numbers in [-1, 1) drawn from a hash of
+    it, the same on every run (not normalised, as some servers' are not)."""
+    numbers: list[float] = []
+    block = 0
+    while len(numbers) < dim:
+        digest = hashlib.blake2b(f"{block}:{text}".encode(), digest_size=64).digest()
+        numbers += [n / 2**31 for n in struct.unpack("<16i", digest)]
+        block += 1
+    return numbers[:dim]
+
+
 @dataclass
 class FakeOpenAI:
     """The running server: where it is, what to do next, what it received."""
@@ -122,7 +143,8 @@ class FakeOpenAI:
     _stopping: threading.Event = field(default_factory=threading.Event)
 
     def script(self, *behaviours: Behaviour) -> None:
-        """Queue behaviours for the next chat-completions requests, one each, in order."""
+        """Queue behaviours for the next chat-completions or embeddings requests, one each,
+        in order."""
         with self._lock:
             self._script.extend(behaviours)
 
@@ -131,6 +153,12 @@ class FakeOpenAI:
         """The chat-completions requests received so far (each try counts)."""
         with self._lock:
             return [r for r in self.requests if r.path.endswith("/chat/completions")]
+
+    @property
+    def embeddings(self) -> list[Received]:
+        """The embeddings requests received so far (each try counts)."""
+        with self._lock:
+            return [r for r in self.requests if r.path.endswith("/embeddings")]
 
     @property
     def pending(self) -> int:
@@ -169,11 +197,17 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         behaviour = self.server.fake._receive(self._received(body))
-        if self.path != "/v1/chat/completions":
+        if self.path == "/v1/embeddings":
+            wrong = _embeddings_error(body)
+        elif self.path == "/v1/chat/completions":
+            wrong = None
+            if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+                wrong = "'messages' is required"
+        else:
             self._json(404, _error("no such route", "invalid_request_error"))
             return
-        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-            self._json(400, _error("'messages' is required", "invalid_request_error"))
+        if wrong is not None or not isinstance(body, dict):
+            self._json(400, _error(wrong or "a JSON object is required", "invalid_request_error"))
             return
         try:
             self._behave(behaviour, body)
@@ -181,13 +215,25 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _behave(self, behaviour: Behaviour, body: dict[str, Any]) -> None:
-        stream = bool(body.get("stream"))
-        default = echo(body["messages"])
         if isinstance(behaviour, Status):
             extra = {"Retry-After": behaviour.retry_after} if behaviour.retry_after else {}
             kind = "rate_limit_error" if behaviour.status == 429 else "server_error"
             self._json(behaviour.status, _error(behaviour.message, kind), extra)
-        elif isinstance(behaviour, Answer):
+        elif self.path == "/v1/embeddings":
+            if isinstance(behaviour, Answer):
+                self._json(200, _embeddings(body))
+            elif isinstance(behaviour, Hang):
+                self.server.fake._stopping.wait(behaviour.seconds)
+                self.close_connection = True
+            else:
+                self.close_connection = True
+        else:
+            self._chat(behaviour, body)
+
+    def _chat(self, behaviour: Answer | Hang | Cut, body: dict[str, Any]) -> None:
+        stream = bool(body.get("stream"))
+        default = echo(body["messages"])
+        if isinstance(behaviour, Answer):
             text = default if behaviour.text is None else behaviour.text
             if stream:
                 self._stream(text, behaviour.model, behaviour.finish_reason)
@@ -279,6 +325,38 @@ def _completion(text: str, body: dict[str, Any], answer: Answer) -> dict[str, An
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
         },
+    }
+
+
+def _embeddings_error(body: Any) -> str | None:
+    """Why an embeddings request body is malformed, or None."""
+    if not isinstance(body, dict):
+        return "the body must be a JSON object"
+    texts = body.get("input")
+    if isinstance(texts, str):
+        texts = [texts]
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        return "'input' must be a string or a non-empty list of strings"
+    dimensions = body.get("dimensions")
+    if dimensions is not None and (
+        isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1
+    ):
+        return "'dimensions' must be a positive integer"
+    return None
+
+
+def _embeddings(body: dict[str, Any]) -> dict[str, Any]:
+    texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    dim = body.get("dimensions") or EMBEDDING_DIM
+    tokens = sum(_tokens(t) for t in texts)
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": embedding(text, dim)}
+            for i, text in reversed(list(enumerate(texts)))
+        ],
+        "model": body.get("model") or MODEL,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
 
 

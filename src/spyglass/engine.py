@@ -109,10 +109,14 @@ class Encoders:
         return encoder
 
     def close(self) -> None:
-        """Stop the batching threads; calls after this run unbatched."""
+        """Stop the batching threads and close what the encoders hold open (a remote
+        encoder's connections); calls after this run unbatched."""
         for encoder in self._loaded.values():
-            if isinstance(encoder, BatchingEncoder):
-                encoder.close()
+            layer: Any = encoder
+            while layer is not None:  # the batcher, the meter, then the encoder itself
+                if callable(type(layer).__dict__.get("close")):
+                    layer.close()
+                layer = layer.__dict__.get("inner")
 
     def loaded(self) -> list[str]:
         return sorted(self._loaded)
@@ -430,7 +434,8 @@ class Engine:
         cache = self.cache
         if cache is None:
             return encoder.encode(texts)
-        keys = [embedding_key(encoder.name, text) for text in texts]
+        name = getattr(encoder, "cache_name", encoder.name)  # remote: the URL and model too
+        keys = [embedding_key(name, text) for text in texts]
         rows: list[np.ndarray | None] = []
         for key in keys:
             data = cache.get(key)

@@ -67,15 +67,19 @@ def start(
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
+    ready: set[str] = set()
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()}")
         try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+            answer = httpx.get(url + "/readyz", timeout=2)  # a new connection: any worker
+            if answer.status_code == 200:
+                ready.add(answer.json()["checks"]["pid"])
+            if len(ready) >= workers:  # every worker ready, not just the quickest
                 return Server(url=url, process=process, log=log)
         except httpx.TransportError:
             pass
-        time.sleep(0.1)
+        time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     raise RuntimeError(f"server not ready after {timeout} s:\n{log.read_text()}")
 

@@ -1,4 +1,5 @@
-"""Encoders turn text, images, color palettes and faces into vectors.
+"""Encoders turn text, images, color palettes and faces into vectors (or have a remote
+embeddings API do it).
 
 ``ENCODERS`` maps the name a collection uses to the class that implements it;
 ``"none"`` means the client brings its own vectors.
@@ -13,6 +14,7 @@ from spyglass.encoders.clip import ClipEncoder
 from spyglass.encoders.color import ColorEncoder
 from spyglass.encoders.face import FaceEncoder
 from spyglass.encoders.image import ImageEncoder
+from spyglass.encoders.remote import RemoteEncoder
 from spyglass.encoders.text import TextEncoder
 from spyglass.encoders.text_fast import FastTextEncoder
 from spyglass.errors import ConfigError
@@ -29,6 +31,7 @@ ENCODERS: dict[str, type[Encoder]] = {
         ClipEncoder,
         ColorEncoder,
         FaceEncoder,
+        RemoteEncoder,
     )
 }
 
@@ -63,6 +66,7 @@ __all__ = [
     "FaceEncoder",
     "FastTextEncoder",
     "ImageEncoder",
+    "RemoteEncoder",
     "TextEncoder",
     "create_encoder",
     "load_encoder",

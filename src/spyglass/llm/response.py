@@ -2,7 +2,10 @@
 
 :func:`check` sorts a non-2xx status into :class:`Failure` (429 and 5xx: worth
 another try, with the ``Retry-After`` of a 429/503) or :class:`Rejected` (any
-other 4xx: no retry will change it, and it proves the upstream is up).
+other 4xx: no retry will change it, and it proves the upstream is up);
+:func:`judge` does the same for a response already read, as a synchronous client
+has it. An :class:`Upstream` words the errors for the API at hand (the LLM, or the
+embeddings API of the ``remote`` encoder).
 :class:`Events` reads a ``text/event-stream`` of ``chat.completion.chunk``
 objects one ``data:`` line at a time, up to ``data: [DONE]``.
 """
@@ -10,6 +13,7 @@ objects one ``data:`` line at a time, up to ``data: [DONE]``.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import httpx
 import orjson
@@ -17,7 +21,17 @@ import orjson
 from spyglass.errors import InvalidRequest, ProblemError, Unavailable
 from spyglass.llm import backoff
 
-__all__ = ["PATH", "Events", "Failure", "Rejected", "check", "failure_of"]
+__all__ = [
+    "LLM",
+    "PATH",
+    "Events",
+    "Failure",
+    "Rejected",
+    "Upstream",
+    "check",
+    "failure_of",
+    "judge",
+]
 
 #: The route under the base URL (``.../v1``).
 PATH = "chat/completions"
@@ -58,8 +72,25 @@ def failure_of(exc: httpx.RequestError) -> Failure:
     return Failure(type(exc).__name__, timeout=isinstance(exc, httpx.TimeoutException))
 
 
-async def check(response: httpx.Response) -> None:
-    """Nothing for a 2xx; else raise :class:`Failure` or :class:`Rejected`."""
+@dataclass(frozen=True)
+class Upstream:
+    """How the errors of one upstream API read: its ``name`` in sentences, the ``path``
+    called under its base URL, the settings of its key and of its URL and model, and the
+    request ``field`` a rejected input is blamed on (None: the request as a whole)."""
+
+    name: str
+    path: str
+    key_setting: str
+    url_settings: str
+    field: str | None = None
+
+
+#: The chat-completions API of ``/ask`` and ``/chat``.
+LLM = Upstream("the LLM API", PATH, "llm_api_key", "llm_base_url, llm_model")
+
+
+async def check(response: httpx.Response, upstream: Upstream = LLM) -> None:
+    """Nothing for a 2xx; else read the body and raise :class:`Failure` or :class:`Rejected`."""
     status = response.status_code
     if 200 <= status < 300:
         return
@@ -67,19 +98,29 @@ async def check(response: httpx.Response) -> None:
         await response.aread()
     except httpx.RequestError as exc:
         raise Failure(f"HTTP {status}, then {type(exc).__name__}") from exc
+    judge(response, upstream)
+
+
+def judge(response: httpx.Response, upstream: Upstream = LLM) -> None:
+    """Like :func:`check`, for a response whose body has been read (a synchronous
+    ``httpx.Client`` reads it before returning)."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return
     if status == 429 or status >= 500:
         retry_after = None
         if status in (429, 503):
             retry_after = backoff.parse_retry_after(response.headers.get("Retry-After"))
         raise Failure(f"HTTP {status}", retry_after_s=retry_after)
+    name = upstream.name
     if status in (401, 403):
-        detail = f"the LLM API refused the configured key (HTTP {status}); check llm_api_key"
+        detail = f"{name} refused the configured key (HTTP {status}); check {upstream.key_setting}"
         raise Rejected(Unavailable(detail))
     if status in (400, 413, 422):
         message = _error_message(response)[:MAX_DETAIL]
-        detail = f"the LLM API rejected the request (HTTP {status}): {message}"
-        raise Rejected(InvalidRequest(detail))
-    detail = f"the LLM API answered HTTP {status} to POST {PATH}; check llm_base_url, llm_model"
+        detail = f"{name} rejected the request (HTTP {status}): {message}"
+        raise Rejected(InvalidRequest(detail, field=upstream.field))
+    detail = f"{name} answered HTTP {status} to POST {upstream.path}; check {upstream.url_settings}"
     raise Rejected(Unavailable(detail))
 
 

@@ -26,8 +26,8 @@ async def livez() -> Health:
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
 async def readyz(request: Request) -> JSONResponse:
     """The store answers, the configured models are loaded and the configured document
-    sources were ingested once."""
-    checks: dict[str, str] = {}
+    sources were ingested once. ``checks.pid`` names the worker process that answered."""
+    checks: dict[str, str] = {"pid": str(os.getpid())}
     ok = bool(getattr(request.app.state, "ready", False))
     checks["models"] = ", ".join(engine(request).encoders.loaded()) or "none needed"
     for name, why in getattr(request.app.state, "encoder_failures", {}).items():
