@@ -20,6 +20,9 @@ from spyglass.errors import ConfigError, SpyglassError
 from spyglass.stores.base import Store
 
 PAGE = 1000
+#: Encoders whose items never carry an image file; pages of the others are 16 times
+#: smaller, since each item may bring its image (up to max_image_bytes) along.
+WITHOUT_FILES = frozenset({"none", "text", "text-fast", "remote"})
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,8 @@ def migrate(
         copied = 0
         with destination.bulk():
             cursor = after
-            while batch := source.scan(name, cursor, page):
+            size = page if info.spec.encoder in WITHOUT_FILES else max(1, page // 16)
+            while batch := source.scan(name, cursor, size):
                 destination.upsert(name, batch)
                 cursor = batch[-1].id
                 copied += len(batch)

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from spyglass.errors import NotFound
 from spyglass.migrate import CountMismatch, checkpoint_path, migrate
-from spyglass.stores.base import CollectionSpec, Item, Query
+from spyglass.stores.base import CollectionSpec, Item, Query, StoredFile
 from spyglass.stores.embedded import EmbeddedStore
 from spyglass.stores.postgres import PostgresStore
 from tests.cli.test_cli import assert_user_error, spyglass
@@ -131,3 +132,28 @@ def test_cli_errors_are_one_line(tmp_path: Path, pg_database: tuple[str, str]) -
     other.close()
     clash = spyglass("migrate", "--from", tmp_path / "src", "--to", pg_database[0])
     assert_user_error(clash, "exists with other settings")
+
+
+def test_image_files_move_with_their_items(tmp_path: Path, pg_database: tuple[str, str]) -> None:
+    source = EmbeddedStore(tmp_path / "from")
+    destination = PostgresStore(pg_database[0])
+    try:
+        source.create_collection(CollectionSpec(name="pics", dim=2, encoder="color"))
+        rng = np.random.default_rng(5)
+        items = [
+            Item(
+                id=f"p{i}",
+                vector=rng.normal(size=2).astype(np.float32),
+                file=StoredFile(f"png {i}".encode(), "image/png") if i % 2 else None,
+            )
+            for i in range(150)
+        ]
+        source.upsert("pics", items)
+        migrate(source, destination, checkpoint_path(tmp_path, "a", "b"), page=64)
+        assert destination.get_file("pics", "p7") == StoredFile(b"png 7", "image/png")
+        assert destination.get_file("pics", "p149").data == b"png 149"
+        with pytest.raises(NotFound):
+            destination.get_file("pics", "p8")
+    finally:
+        source.close()
+        destination.close()
