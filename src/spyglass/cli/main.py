@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from spyglass import __version__
+from spyglass.cli import bench as bench_commands
 from spyglass.cli.options import setting_options
 from spyglass.engine import Engine
 from spyglass.errors import ConfigError, ProblemError, SpyglassError
@@ -454,6 +455,9 @@ def settings_command(markdown: bool) -> None:
     for row in settings_table():
         table.add_row(*row)
     console.print(table)
+
+
+bench_commands.install(cli)
 
 
 def _json_option(raw: str, name: str) -> Any:
