@@ -111,3 +111,21 @@ async def test_the_page_and_its_assets_need_no_key(tmp_path: Path) -> None:
             assert (await client.get("/ui/app.js")).status_code == 200
             problem(await client.get("/ui/nothing-here.js"), 404)
             problem(await client.get("/collections"), 401)  # the data still needs a key
+
+
+async def test_ui_assets_count_under_one_route_template(client: httpx.AsyncClient) -> None:
+    for asset in ("/ui/app.js", "/ui/style.css", "/ui/views/text.js"):
+        assert (await client.get(asset)).status_code == 200
+    metrics = (await client.get("/metrics")).text
+    assert 'route="/ui/{path}",status="200"} 3.0' in metrics
+    assert 'route="unmatched"' not in metrics
+
+
+async def test_a_photo_search_gives_dominant_colors_too(client: httpx.AsyncClient) -> None:
+    await colors(client)
+    files = {"file": ("q.png", png("#ff0000", 32), "image/png")}
+    r = await client.post(
+        "/collections/pics/search/upload", files=files, data={"k": "1", "dominant_colors": "2"}
+    )
+    hit = r.json()["hits"][0]
+    assert hit["id"] == "red/1" and len(hit["colors"]) <= 2 and hit["colors"][0]["hex"]

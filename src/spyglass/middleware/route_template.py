@@ -45,6 +45,10 @@ def _find(scope: Scope) -> str:
         return found
     app = scope.get("app")
     routes: list[BaseRoute] = list(getattr(getattr(app, "router", None), "routes", ()))
+    root = str(scope.get("root_path", ""))
+    for route in routes:  # a mount that served the request moved its path into root_path
+        if isinstance(route, Mount) and route.path and root.endswith(route.path):
+            return _template(route) or UNMATCHED
     partial: str | None = None
     for route in routes:
         match, _ = route.matches(scope)

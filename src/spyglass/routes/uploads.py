@@ -74,13 +74,16 @@ async def search_upload(
     ef: Annotated[int | None, Form(ge=1, le=10000)] = None,
     exact: Annotated[bool, Form()] = False,
     rerank: Annotated[bool, Form()] = True,
+    dominant_colors: Annotated[int, Form(ge=0, le=16)] = 0,
 ) -> Response:
     """The k items most similar to an uploaded image (image, clip, color and face
-    collections)."""
+    collections); ``dominant_colors`` as in a JSON search."""
     started = time.perf_counter()
     data = await read_upload(request, file, "file")
     flt = _json_object(filter, "filter") if filter is not None else None
-    query = SearchIn(k=k, filter=flt, ef=ef, exact=exact, rerank=rerank)
+    query = SearchIn(
+        k=k, filter=flt, ef=ef, exact=exact, rerank=rerank, dominant_colors=dominant_colors
+    )
     query = query.model_copy(update={"image": data})  # raw bytes: the engine decodes them
     results = await run(request, engine(request).search, name, [query])
     content = {"hits": hits_json(results[0]), "took_ms": round(_ms(started), 3)}
