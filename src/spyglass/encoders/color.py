@@ -12,6 +12,8 @@ mode keeps the ANN order. Pure numpy and Pillow plus POT for the rerank; no mode
 
 from __future__ import annotations
 
+import importlib
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -96,6 +98,9 @@ class ColorEncoder(Encoder):
         self.rerank_candidates = rerank_candidates
         self.sinkhorn_reg = sinkhorn_reg
         self.sinkhorn_iterations = sinkhorn_iterations
+        # The rerank's POT takes seconds to import (it loads torch when installed): do it
+        # now, beside start-up, rather than in the first color search.
+        threading.Thread(target=_import_pot, name="spyglass-pot-import", daemon=True).start()
 
     def encode_images(self, batch: Sequence[Image.Image]) -> np.ndarray:
         """Hellinger vectors of decoded RGB images: ``(len(batch), 1152)`` float32, unit rows."""
@@ -148,3 +153,7 @@ class ColorEncoder(Encoder):
         """The heaviest colours of a stored vector, as ``(hex, weight)``; see
         :func:`~spyglass.color.palette.dominant_colors`."""
         return dominant_colors(from_hellinger(np.asarray(vector).reshape(-1)), count)
+
+
+def _import_pot() -> None:
+    importlib.import_module("ot")
