@@ -14,11 +14,12 @@ command -v ab >/dev/null || missing+=(apache2-utils)  # Chromatica's own load li
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)  # deploy/nginx.conf
 command -v promtool >/dev/null || missing+=(prometheus)  # promtool: deploy/prometheus.yml
 [ -x /usr/bin/chromium ] || missing+=(chromium)  # the web UI's browser tests (Playwright)
+command -v wrk >/dev/null || missing+=(wrk)  # spyglass bench load --engine wrk, in a test
 if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq
   as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-scripts/bootstrap.sh test,image,face
+scripts/bootstrap.sh test,image,face,bench
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/mypy
 exec .venv/bin/pytest "$@"
