@@ -19,7 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from spyglass.bench.load import Generator, StepResult, Target
+from spyglass.bench.http import Target
+from spyglass.bench.load import Generator, StepResult
 from spyglass.bench.scenario import (
     CollectionInfo,
     Prepared,

@@ -311,7 +311,7 @@ class Run:
     interrupted: bool = False
 
     def __post_init__(self) -> None:
-        from spyglass.bench.load import Target
+        from spyglass.bench.http import Target
 
         self.target = Target.from_url(self.url, self.key)
         self.probe: Any = None
@@ -389,7 +389,7 @@ class Run:
         return step
 
     async def wrk(self, connections: int) -> Any:
-        from spyglass.bench.load import wrk_step
+        from spyglass.bench.wrk import wrk_step
 
         before = await self.probe.snapshot()
         step = await asyncio.to_thread(
