@@ -38,13 +38,13 @@ once, for the best-ranked of them.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
+from spyglass.keywords import STOPWORDS, WORD
 from spyglass.rag.sentences import Sentence, split_sentences
 from spyglass.stores.base import Hit
 
@@ -72,16 +72,11 @@ DENSE_WEIGHT = 0.6
 LEXICAL_WEIGHT = 0.3
 RANK_WEIGHT = 0.1
 
-_WORD = re.compile(r"\w+")
 _SUFFIXES = ("ing", "edly", "ed", "es", "s", "ly")
-_STOPWORDS = frozenset(
-    """a an the of in on at to for from by with about as into through over after before
-    between under and or but nor so yet is are was were be been being am do does did done
-    doing have has had having what which who whom whose when where why how that this these
-    those it its they them their there here i you he she we me him her us my your our his
-    hers theirs not no yes can could would should will shall may might must than then also
-    just only very more most much many some any all each other such own same too s t one
-    ones name named called kind type""".split()
+#: The keyword search's function words, and words of questions that name no content.
+_STOPWORDS = STOPWORDS | frozenset(
+    """also called done kind many may might much must name named one ones s shall t type us
+    whose yes yet""".split()
 )
 
 
@@ -208,7 +203,7 @@ def _support(question: str, candidates: list[_Candidate], encoder: SentenceEncod
 
 def _terms(text: str) -> set[str]:
     """The content words of ``text``: lowercase, no stopwords, crudely stemmed."""
-    return {_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOPWORDS}
+    return {_stem(w) for w in WORD.findall(text.lower()) if w not in _STOPWORDS}
 
 
 def _stem(word: str) -> str:
