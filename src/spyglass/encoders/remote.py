@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import random as _random
 import time
 import weakref
@@ -50,9 +49,9 @@ import orjson
 
 from spyglass.encoders.base import Encoder
 from spyglass.errors import ConfigError, InvalidRequest, ProblemError, Unavailable
-from spyglass.llm import backoff
 from spyglass.llm.breaker import CircuitBreaker
 from spyglass.llm.response import Failure, Rejected, Upstream, failure_of, judge
+from spyglass.llm.retry import RetryPolicy, client_options
 
 if TYPE_CHECKING:
     from spyglass.settings import Settings
@@ -121,21 +120,22 @@ class RemoteEncoder(Encoder):
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.retries = retries
-        self.backoff_s = backoff_s
-        self.backoff_max_s = backoff_max_s
         self.breaker = breaker or CircuitBreaker(5, 30.0)
+        self.policy = RetryPolicy(
+            api="embeddings API",
+            call="embeddings request",
+            breaker=self.breaker,
+            retries=retries,
+            backoff_s=backoff_s,
+            backoff_max_s=backoff_max_s,
+            random=random,
+        )
         self._dimensions = dim
         self._sleep = sleep
-        self._random = random
         self._clock = clock
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(
             base_url=self.base_url + "/",
-            headers=headers,
-            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
+            **client_options(api_key, timeout_s, connect_timeout_s, max_connections),
         )
         # Encoders live as long as their process: unless close() is called, the pool closes
         # when the encoder is collected, or at exit.
@@ -203,15 +203,7 @@ class RemoteEncoder(Encoder):
     def _call(self, texts: list[str], retries: int) -> np.ndarray:
         """Rows for ``texts`` from one request, retried until it succeeds, ``retries`` run
         out or the deadline would pass."""
-        breaker = self.breaker
-        trial = breaker.state == "half-open"
-        if not breaker.allow():
-            raise Unavailable(
-                "the embeddings API is unavailable: it failed too often lately"
-                " (circuit breaker open)",
-                headers={"Retry-After": self._retry_after(None)},
-            )
-        retries = 0 if trial else retries
+        retries = min(retries, self.policy.begin())
         deadline = self._clock() + self.timeout_s
         body = self._body(texts)
         verdict = False
@@ -221,67 +213,24 @@ class RemoteEncoder(Encoder):
                 try:
                     rows = self._post(body, len(texts), deadline)
                 except Rejected as rejected:
-                    breaker.record_success()
+                    self.breaker.record_success()
                     verdict = True
                     raise rejected.error from None
                 except Failure as failed:
                     failure = failed
                 else:
-                    breaker.record_success()
+                    self.breaker.record_success()
                     verdict = True
                     return rows
-                wait = backoff.delay(
-                    self.backoff_s,
-                    self.backoff_max_s,
-                    retry,
-                    retry_after_s=failure.retry_after_s,
-                    random=self._random,
-                )
-                if (
-                    not failure.retryable
-                    or retry >= retries
-                    or self._clock() + wait >= deadline
-                    or breaker.state == "open"
-                ):
+                wait = self.policy.wait(failure, retry, retries, self._clock(), deadline)
+                if wait is None:
                     verdict = True
-                    raise self._give_up(failure, retry) from failure
+                    raise self.policy.give_up(failure, retry) from failure
                 retry += 1
-                log.warning(
-                    "embeddings request failed (%s); retry %d of %d in %.2f s",
-                    failure.reason,
-                    retry,
-                    retries,
-                    wait,
-                )
                 self._sleep(wait)
         finally:
             if not verdict:
-                breaker.release()
-
-    def _give_up(self, failure: Failure, retry: int) -> Unavailable:
-        was_open = self.breaker.state == "open"
-        self.breaker.record_failure()
-        if not was_open and self.breaker.state == "open":
-            log.warning(
-                "embeddings circuit breaker open for %g s after %d failed requests",
-                self.breaker.reset_s,
-                self.breaker.consecutive_failures,
-            )
-        tries = retry + 1
-        log.warning("embeddings request failed (%s) after %d tries", failure.reason, tries)
-        retry_after = failure.retry_after_s
-        if retry_after is None:
-            retry_after = backoff.ceiling(self.backoff_s, self.backoff_max_s, retry)
-        return Unavailable(
-            f"the embeddings API did not answer: {failure.reason} (after {tries} tries)",
-            headers={"Retry-After": self._retry_after(retry_after)},
-        )
-
-    def _retry_after(self, fallback_s: float | None) -> str:
-        """Whole seconds, at least 1: the breaker's open time left if it is open, else
-        ``fallback_s``."""
-        seconds = self.breaker.retry_after() or fallback_s or 1.0
-        return str(max(1, math.ceil(seconds)))
+                self.breaker.release()
 
     # one try
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random as _random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -46,10 +45,10 @@ import orjson
 
 from spyglass.cache import Cache, MemoryCache
 from spyglass.errors import ConfigError, Unavailable
-from spyglass.llm import backoff
 from spyglass.llm.breaker import CircuitBreaker
 from spyglass.llm.completion import Completion, completion_key, dump_completion, load_completion
 from spyglass.llm.response import PATH, Events, Failure, Rejected, check, failure_of
+from spyglass.llm.retry import RetryPolicy, client_options
 from spyglass.settings import Settings
 
 __all__ = ["LLMClient", "Message", "OnCall"]
@@ -99,23 +98,24 @@ class LLMClient:
         self.model = model
         self.timeout_s = timeout_s
         self.retries = retries
-        self.backoff_s = backoff_s
-        self.backoff_max_s = backoff_max_s
         self.breaker = breaker or CircuitBreaker(5, 30.0)
+        self.policy = RetryPolicy(
+            api="LLM API",
+            call="LLM call",
+            breaker=self.breaker,
+            retries=retries,
+            backoff_s=backoff_s,
+            backoff_max_s=backoff_max_s,
+            random=random,
+        )
         self.cache = cache
         self.max_tokens = max_tokens
         self.temperature = temperature
         self._on_call = on_call
         self._sleep = sleep
-        self._random = random
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.AsyncClient(
             base_url=self.base_url + "/",
-            headers=headers,
-            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
+            **client_options(api_key, timeout_s, connect_timeout_s, max_connections),
         )
 
     @classmethod
@@ -191,7 +191,7 @@ class LLMClient:
                     log.warning("LLM stream broke off after %d deltas (%s)", len(parts), failure)
                     raise Unavailable(
                         f"the LLM stream broke off ({failure.reason})",
-                        headers={"Retry-After": self._retry_after(None)},
+                        headers={"Retry-After": self.policy.retry_after(None)},
                     ) from failure
             finished = True
         finally:
@@ -209,15 +209,12 @@ class LLMClient:
         self, attempt: Callable[[], Awaitable[T]], deadline: float, started: float
     ) -> T:
         """``attempt()`` until it succeeds, retries run out, or the deadline would pass."""
-        breaker = self.breaker
-        trial = breaker.state == "half-open"
-        if not breaker.allow():
+        policy = self.policy
+        try:
+            retries = policy.begin()
+        except Unavailable:
             self._report("open", started)
-            raise Unavailable(
-                "the LLM API is unavailable: it failed too often lately (circuit breaker open)",
-                headers={"Retry-After": self._retry_after(None)},
-            )
-        retries = 0 if trial else self.retries
+            raise
         loop = asyncio.get_running_loop()
         verdict = False
         try:
@@ -227,7 +224,7 @@ class LLMClient:
                     async with asyncio.timeout_at(deadline):
                         result = await attempt()
                 except Rejected as rejected:
-                    breaker.record_success()
+                    self.breaker.record_success()
                     verdict = True
                     self._report("rejected", started)
                     raise rejected.error from None
@@ -238,62 +235,22 @@ class LLMClient:
                 except Failure as failed:
                     failure = failed
                 else:
-                    breaker.record_success()
+                    self.breaker.record_success()
                     verdict = True
                     return result
-                wait = backoff.delay(
-                    self.backoff_s,
-                    self.backoff_max_s,
-                    retry,
-                    retry_after_s=failure.retry_after_s,
-                    random=self._random,
-                )
-                if (
-                    not failure.retryable
-                    or retry >= retries
-                    or loop.time() + wait >= deadline
-                    or breaker.state == "open"
-                ):
+                wait = policy.wait(failure, retry, retries, loop.time(), deadline)
+                if wait is None:
                     verdict = True
                     raise self._give_up(failure, retry, started) from failure
                 retry += 1
-                log.warning(
-                    "LLM call failed (%s); retry %d of %d in %.2f s",
-                    failure.reason,
-                    retry,
-                    retries,
-                    wait,
-                )
                 await self._sleep(wait)
         finally:
             if not verdict:
-                breaker.release()
+                self.breaker.release()
 
     def _give_up(self, failure: Failure, retry: int, started: float) -> Unavailable:
-        was_open = self.breaker.state == "open"
-        self.breaker.record_failure()
-        if not was_open and self.breaker.state == "open":
-            log.warning(
-                "LLM circuit breaker open for %g s after %d failed calls",
-                self.breaker.reset_s,
-                self.breaker.consecutive_failures,
-            )
-        tries = retry + 1
-        log.warning("LLM call failed (%s) after %d tries", failure.reason, tries)
         self._report("timeout" if failure.timeout else "failed", started)
-        retry_after = failure.retry_after_s
-        if retry_after is None:
-            retry_after = backoff.ceiling(self.backoff_s, self.backoff_max_s, retry)
-        return Unavailable(
-            f"the LLM API did not answer: {failure.reason} (after {tries} tries)",
-            headers={"Retry-After": self._retry_after(retry_after)},
-        )
-
-    def _retry_after(self, fallback_s: float | None) -> str:
-        """Whole seconds, at least 1: the breaker's open time left if it is open, else
-        ``fallback_s``."""
-        seconds = self.breaker.retry_after() or fallback_s or 1.0
-        return str(max(1, math.ceil(seconds)))
+        return self.policy.give_up(failure, retry)
 
     # one try
 
