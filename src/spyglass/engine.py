@@ -11,8 +11,8 @@ import functools
 import math
 import re
 import threading
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -372,8 +372,10 @@ class Engine:
         if missing:
             # Hits stored under info.version must not predate it (a lagging replica).
             floor = max(after, info.version if any(keys) else 0)
-            by_vector = self._search_store(name, queries, missing, floor)
-            by_words = self._search_store(name, keyword_queries, missing, floor)
+            by_vector = _by_position(queries, missing, self.store.search, name, floor)
+            by_words = _by_position(
+                keyword_queries, missing, self.store.keyword_search, name, floor
+            )
             for i in missing:
                 if modes[i] == "keyword":
                     hits = by_words[i]
@@ -399,26 +401,6 @@ class Engine:
                     self.cache.set(key, dump_hits(hits))
                 results[i] = hits
         return [hits or [] for hits in results]
-
-    def _search_store(
-        self,
-        name: str,
-        queries: dict[int, Query] | dict[int, KeywordQuery],
-        wanted: list[int],
-        min_version: int,
-    ) -> dict[int, list[Hit]]:
-        """The store's hits for the ``wanted`` requests that have a query in ``queries``
-        (vector or keyword), in one call, by request position."""
-        at = [i for i in wanted if i in queries]
-        if not at:
-            return {}
-        if all(isinstance(queries[i], KeywordQuery) for i in at):
-            words = [q for i in at if isinstance(q := queries[i], KeywordQuery)]
-            found = self.store.keyword_search(name, words, min_version=min_version)
-        else:
-            vectors = [q for i in at if isinstance(q := queries[i], Query)]
-            found = self.store.search(name, vectors, min_version=min_version)
-        return dict(zip(at, found, strict=True))
 
     def _cached_hits(self, key: bytes | None) -> list[Hit] | None:
         data = None if key is None or self.cache is None else self.cache.get(key)
@@ -621,7 +603,24 @@ CACHED_KINDS = frozenset({"vector", "text", "colors"})
 """Queries whose results are cached; an image costs more to key than to search again, and
 what a URL points at may change."""
 NOT_KEYED = {"after_version"}
+Q = TypeVar("Q", Query, KeywordQuery)
 """Request fields that do not change the answer, left out of the cache key."""
+
+
+def _by_position(
+    queries: dict[int, Q],
+    wanted: list[int],
+    search: Callable[..., list[list[Hit]]],
+    name: str,
+    min_version: int,
+) -> dict[int, list[Hit]]:
+    """The hits of the ``wanted`` requests that have a query in ``queries``, from one
+    ``search`` call (the store's vector or keyword search), by request position."""
+    at = [i for i in wanted if i in queries]
+    if not at:
+        return {}
+    found = search(name, [queries[i] for i in at], min_version=min_version)
+    return dict(zip(at, found, strict=True))
 
 
 def _mode(given: str | None, kind: str, encoder: Encoder | None, field: str) -> str:
