@@ -246,13 +246,8 @@ def dump_hits(hits: Sequence[Hit]) -> bytes:
     """Hits as JSON bytes: id, score, payload and text (vectors are not kept)."""
     return orjson.dumps(
         [
-            {
-                "id": h.id,
-                "score": float(h.score),
-                "payload": h.payload,
-                "text": h.text,
-                "colors": h.colors,
-            }
+            {"id": h.id, "score": float(h.score), "payload": h.payload, "text": h.text}
+            | ({"colors": h.colors} if h.colors is not None else {})
             for h in hits
         ]
     )

@@ -244,7 +244,7 @@ class PostgresStore(Store):
                 existed = _merge_staged(conn, table, dim, latest.values())
             else:
                 existed = _merge_rows(conn, table, latest.values())
-            _write_files(conn, cid, list(latest.values()))
+            _write_files(conn, cid, list(latest.values()), replacing=count > 0)
             row = conn.execute(
                 "UPDATE spyglass_collections SET version = nextval('spyglass_seq'),"
                 " count = count + %s, indexed = %s WHERE cid = %s RETURNING version",
@@ -690,12 +690,14 @@ def _merge_staged(conn: Connection, table: sql.Identifier, dim: int, items: Any)
     return int(row[0]) if row else 0
 
 
-def _write_files(conn: Connection, cid: int, items: Sequence[Item]) -> None:
-    """Replace the stored files of ``items``: an item written without one loses its old."""
-    conn.execute(
-        "DELETE FROM spyglass_files WHERE cid = %s AND id = ANY(%s)",
-        (cid, [item.id for item in items]),
-    )
+def _write_files(conn: Connection, cid: int, items: Sequence[Item], *, replacing: bool) -> None:
+    """Replace the stored files of ``items``: an item written without one loses its old.
+    ``replacing`` is False when the collection was empty, so no old file can exist."""
+    if replacing:
+        conn.execute(
+            "DELETE FROM spyglass_files WHERE cid = %s AND id = ANY(%s)",
+            (cid, [item.id for item in items]),
+        )
     files = [(cid, item.id, item.file.media_type, item.file.data) for item in items if item.file]
     if files:
         with conn.cursor() as cur:
