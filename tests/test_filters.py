@@ -2,21 +2,19 @@
 
 The congruence tests run every filter below over the same payloads three ways:
 ``matches`` (the reference), ``to_sqlite`` against a real SQLite file, and
-``to_postgres`` against a real PostgreSQL started with pgserver; the matched ids
+``to_postgres`` against the suite's real PostgreSQL (tests/pgcluster.py); the matched ids
 must agree exactly.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sqlite3
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import psycopg
 import pytest
 
 from spyglass.errors import FilterError
@@ -34,9 +32,7 @@ from spyglass.filters import (
     to_postgres,
     to_sqlite,
 )
-
-if TYPE_CHECKING:
-    import psycopg
+from tests.pgcluster import Cluster
 
 # id -> payload; None stands for a NULL payload column, which means {}.
 PAYLOADS: dict[int, dict[str, Any] | None] = {
@@ -447,39 +443,12 @@ def test_sqlite_accepts_filters_at_the_limits(sqlite_db: sqlite3.Connection) -> 
 # --------------------------------------------------------------------------- PostgreSQL congruence
 
 
-def _runtime_dir() -> Path:
-    """A private (0700) XDG_RUNTIME_DIR for pgserver's lock file and sockets."""
-    path = Path(tempfile.gettempdir()) / f"spyglass-runtime-{os.getuid()}"
-    path.mkdir(mode=0o700, exist_ok=True)
-    path.chmod(0o700)
-    return path
-
-
 @pytest.fixture(scope="module")
-def pg_conn() -> Iterator[psycopg.Connection[Any]]:
-    """A connection to a throwaway PostgreSQL started with pgserver; fails if it cannot."""
-    # pgserver reads the runtime dir when it is imported, and platformdirs warns
-    # (an error under this suite's filterwarnings) when XDG_RUNTIME_DIR is unset.
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(_runtime_dir()))
-    import psycopg
-    from pgserver.postgres_server import PostgresServer, get_server
-
-    base = Path(tempfile.mkdtemp(prefix="spyglass-pg-"))
-    pgdata = base / "pgdata"
-    try:
-        # As root, pgserver runs postgres as an OS user "pgserver" it creates.
-        server: PostgresServer = get_server(pgdata, cleanup_mode="delete")
-    except Exception as exc:
-        log = pgdata / "log"
-        detail = log.read_text() if log.exists() else "(no server log)"
-        shutil.rmtree(base, ignore_errors=True)
-        pytest.fail(f"could not start PostgreSQL with pgserver: {exc!r}\n{detail}", pytrace=False)
-    try:
-        with psycopg.connect(server.get_uri(), autocommit=True) as conn:
-            yield conn
-    finally:
-        server.cleanup()
-        shutil.rmtree(base, ignore_errors=True)
+def pg_conn(pg_cluster: Cluster) -> Iterator[psycopg.Connection[Any]]:
+    """A connection to a fresh database on the suite's real PostgreSQL."""
+    primary, _ = pg_cluster.database()
+    with psycopg.connect(primary, autocommit=True) as conn:
+        yield conn
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,9 @@ def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
         server = start(data, workers=2, log=log)
         with httpx.Client(timeout=30) as client:
             if round_ == 0:
-                client.put(f"{server.url}/collections/d", json={"dim": 8})
+                # l2: every vector below is at least 1 from every other, so the nearest
+                # neighbour of an item's own vector is that item, with no float tie.
+                client.put(f"{server.url}/collections/d", json={"dim": 8, "metric": "l2"})
             batch = [
                 {"id": f"r{round_}-{i}", "vector": [1.0 + i, 2, 3, 4, 5, 6, 7, round_ + 1.0]}
                 for i in range(200)

@@ -160,6 +160,36 @@ def test_scores_follow_the_metric_and_rank_best_first(store: Store, metric: str)
         assert hits[0].payload == {"n": int(order[0]), "parity": ["even", "odd"][order[0] % 2]}
 
 
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+def test_equal_scores_go_by_id_and_exact_search_keeps_the_smaller_ids(
+    store: Store, metric: str
+) -> None:
+    rng = np.random.default_rng(8)
+    distinct = rng.normal(size=(17, 8)).astype(np.float32)
+    n = 300
+    ids = [f"t{i}" for i in range(n)]  # byte order is not numeric order: t10 < t2
+    payloads = [{"n": i, "parity": ["even", "odd"][i % 2]} for i in range(n)]
+    written = [
+        Item(id=ids[i], vector=distinct[i % 17], payload=payloads[i])
+        for i in rng.permutation(n)  # labels in another order than ids
+    ]
+    store.create_collection(spec(metric=metric))
+    for start in range(0, n, 60):  # several writes: snapshot and tail both hold ties
+        store.upsert("c", written[start : start + 60])
+    for query in (distinct[3], rng.normal(size=8).astype(np.float32)):
+        group_score = brute_force(distinct, query, metric)
+        for raw in (None, {"parity": "odd"}):
+            flt = filters.parse(raw) if raw is not None else None
+            chosen = [i for i in range(n) if flt is None or filters.matches(flt, payloads[i])]
+            ranked = sorted(chosen, key=lambda i: (-group_score[i % 17], ids[i].encode()))
+            for k in (5, 17, 40):
+                hits = store.search("c", [Query(vector=query, k=k, filter=flt, exact=True)])[0]
+                assert [h.id for h in hits] == [ids[i] for i in ranked[:k]], (raw, k)
+                approximate = store.search("c", [Query(vector=query, k=k, filter=flt)])[0]
+                keys = [(-group_score[int(h.id[1:]) % 17], h.id.encode()) for h in approximate]
+                assert keys == sorted(keys), (raw, k)
+
+
 def test_batch_of_queries_answers_each_in_order(store: Store) -> None:
     rng = np.random.default_rng(4)
     vectors = rng.normal(size=(50, 8)).astype(np.float32)

@@ -546,7 +546,8 @@ def _search_sql(layout: Layout, query: Query, exact: bool, where: str) -> sql.Co
     """The statement of one k-NN query; ``where`` is its compiled filter (or ``TRUE``).
 
     The inner query walks the index (or scans, when exact) for the ``k`` best; with
-    iterative scans their order is only nearly right, so the outer one sorts them.
+    iterative scans their order is only nearly right, so the outer one sorts them,
+    equal distances by id.
     Above 2,000 dimensions the walk uses the half-precision index and the score the
     full vector; an exact search ranks by the full vector throughout.
     """
@@ -559,14 +560,17 @@ def _search_sql(layout: Layout, query: Query, exact: bool, where: str) -> sql.Co
         rank = sql.SQL("embedding {op} %s").format(op=op)
     statement = sql.SQL(
         "WITH found AS MATERIALIZED (SELECT id, text, payload, embedding {op} %s AS distance"
-        "{vec} FROM {t} WHERE {where} ORDER BY {rank} LIMIT %s)"
-        " SELECT * FROM found ORDER BY distance"
+        "{vec} FROM {t} WHERE {where} ORDER BY {rank}{ties} LIMIT %s)"
+        " SELECT * FROM found ORDER BY distance, id"
     ).format(
         op=op,
         vec=sql.SQL(", embedding" if query.vectors else ""),
         t=_table(layout.cid),
         where=sql.SQL(where),  # compiled from a parsed filter; values are parameters
         rank=rank,
+        # Equal distances go to the smaller id (the column sorts bytewise, COLLATE "C"),
+        # also at the k-th place; an index walk must order by the distance alone.
+        ties=sql.SQL(", id" if exact else ""),
     )
     return statement
 

@@ -137,10 +137,28 @@ class View:
         """The hits of each query, best first, at most ``k`` each.
 
         ``allowed`` restricts results to those labels (a filter's matches);
-        ``exact`` forces brute force. HNSW is used otherwise; when a filtered HNSW
-        search comes back short of the matches it could have returned, the
-        snapshot part is searched exactly, so a filter never under-fills.
+        ``exact`` forces brute force. Equal scores go by ascending item id, and an
+        exact search widens until it holds every tie at the ``k``-th place. HNSW is
+        used otherwise; when a filtered HNSW search comes back short of the matches
+        it could have returned, the snapshot part is searched exactly, so a filter
+        never under-fills.
         """
+        if not exact:
+            approximate = self._search(queries, k, ef, allowed, False)
+            return [self._settle(queries[i], f, k) for i, f in enumerate(approximate)]
+        settled = []
+        for i, hits in enumerate(self._search(queries, k + 1, None, allowed, True)):
+            fetched = k + 1
+            # Until every near-tie of the k-th score is in hand, so the smaller ids win.
+            while len(hits.labels) == fetched and _tied(hits.scores[k - 1], hits.scores[-1]):
+                fetched *= 4
+                hits = self._search(queries[i : i + 1], fetched, None, allowed, True)[0]
+            settled.append(self._settle(queries[i], hits, k))
+        return settled
+
+    def _search(
+        self, queries: np.ndarray, k: int, ef: int | None, allowed: np.ndarray | None, exact: bool
+    ) -> list[Found]:
         has_snapshot = self.snapshot is not None and self.snapshot.size > 0
         if not has_snapshot:
             return self._search_tail(queries, k, allowed)
@@ -149,6 +167,20 @@ class View:
             return found
         tail = self._search_tail(queries, k, allowed)
         return [_merge([found[i], tail[i]], k) for i in range(len(queries))]
+
+    def _settle(self, query: np.ndarray, found: Found, k: int) -> Found:
+        """The first ``k`` of ``found``, equal scores by ascending id.
+
+        Near-ties are scored again in float64 from the stored vectors: duplicates
+        then score alike whichever kernel found them, and ties are exact equality.
+        """
+        scores = found.scores
+        if scores.size < 2 or not _tied(scores[:-1], scores[1:]).any():
+            return Found(found.labels[:k], scores[:k], found.positions[:k])
+        again = precise_scores(self.metric, self.vectors_of(found.labels), query)
+        ids = [record[0] for record in self.records_of(found)]
+        order = np.array(sorted(range(len(ids)), key=lambda j: (-again[j], ids[j]))[:k])
+        return Found(found.labels[order], again[order], found.positions[order])
 
     def _search_tail(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> list[Found]:
         chunks = self.tail
@@ -207,6 +239,24 @@ class View:
                 row_d, row_p = row_d[ok], row_p[ok]
             results.append(Found(snapshot.labels[row_p], to_scores(self.metric, row_d), row_p))
         return results
+
+
+TIE = 1e-5
+"""Scores this close (relative) are equal: FAISS and NumPy may round one vector's
+score differently, so bitwise equality would not make duplicates tie."""
+
+
+def _tied(better: Any, worse: Any) -> Any:
+    """Whether ``worse`` is within float32 rounding of ``better`` (arrays or floats)."""
+    return better - worse <= TIE * np.maximum(1.0, np.abs(better))
+
+
+def precise_scores(metric: str, vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """One query's scores of ``vectors``, summed in float64 and rounded to float32."""
+    vectors64, query64 = vectors.astype(np.float64), query.astype(np.float64)
+    if metric == "l2":
+        return np.asarray(-np.sqrt(((vectors64 - query64) ** 2).sum(axis=1)), dtype=np.float32)
+    return np.asarray(vectors64 @ query64, dtype=np.float32)
 
 
 def exact_scores(metric: str, vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
