@@ -15,6 +15,7 @@ import pytest
 
 from spyglass.bench.capacity import limited_by, listening_pids, parse_metrics
 from tests.bench.test_load import bench, tiny_collection
+from tests.children import child_env, finish
 from tests.e2e.server import running
 
 pytestmark = pytest.mark.e2e
@@ -79,7 +80,9 @@ def test_ctrl_c_stops_and_writes_a_partial_report(tmp_path: Path) -> None:
         argv = [sys.executable, "-m", "spyglass", "bench", "load", "--url", server.url]
         argv += ["--collection", "tiny", "--scenario", str(scenario)]
         argv += ["--out", str(tmp_path / "partial")]
-        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env()
+        )
         try:
             searched = 0.0
             for _ in range(600):  # until the step is under way (bounded; not a timing assertion)
@@ -90,10 +93,10 @@ def test_ctrl_c_stops_and_writes_a_partial_report(tmp_path: Path) -> None:
                 time.sleep(0.1)
             assert searched >= 40
             process.send_signal(signal.SIGINT)
-            stdout, stderr = process.communicate(timeout=60)
+            stdout, stderr = finish(process)
         finally:
             process.kill()
-    assert process.returncode == 130, stderr
+    assert process.returncode == 130, f"{stdout}\n{stderr}"
     assert "interrupted" in stderr and "wrote" in stdout
     report = json.loads((tmp_path / "partial.json").read_text())
     assert report["partial"] is True

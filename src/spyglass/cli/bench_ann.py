@@ -131,6 +131,7 @@ def ann(
     kind = "postgresql" if is_postgres(location) else "embedded"
     params = IndexParams(m=m, ef_construction=ef_construction)
     report = AnnReport(data=data, k=k, store=kind, index=params)
+    bar.lines = not errors.is_terminal
     try:
         with bar.progress:
             run(report, location, settings, efs, seconds=seconds, progress=bar)
@@ -209,7 +210,11 @@ def summary(report: dict[str, Any]) -> str:
 
 
 class Bar:
-    """A rich progress bar on stderr, one phase at a time (the ``Progress`` of a run)."""
+    """A rich progress bar on stderr, one phase at a time (the ``Progress`` of a run).
+
+    Where stderr is not a terminal no bar is drawn; with ``lines`` set, each phase's
+    name is written as a line instead (set once the input is checked, so that a
+    user's mistake stays one line)."""
 
     def __init__(self) -> None:
         self.progress = Progress(
@@ -221,9 +226,12 @@ class Bar:
             transient=True,
         )
         self.task = self.progress.add_task("", total=None)
+        self.lines = False
 
     def start(self, what: str, total: int | None) -> None:
         self.progress.reset(self.task, total=total, description=what)
+        if self.lines:
+            errors.print(what, soft_wrap=True, highlight=False, markup=False)
 
     def advance(self, steps: int = 1) -> None:
         self.progress.advance(self.task, steps)

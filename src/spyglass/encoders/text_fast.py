@@ -21,11 +21,13 @@ Where that folder cannot be written, the graph is derived again at every start.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 from spyglass.encoders.text import TextEncoder, default_model_path
@@ -97,7 +99,13 @@ def _quantize(source: Path, target: Path) -> None:
         quiet = _DropAdvice()
         logging.getLogger().addFilter(quiet)  # the quantizer advises pre-processing on root
         try:
-            quantize_dynamic(folded, partial, weight_type=QuantType.QInt8, per_channel=True)
+            with warnings.catch_warnings():
+                # onnxruntime's quantizer can leave a file of its own unclosed (seen as a
+                # ResourceWarning when a later garbage collection finds it): collected
+                # here, under this filter, rather than in whatever code runs next.
+                warnings.simplefilter("ignore", ResourceWarning)
+                quantize_dynamic(folded, partial, weight_type=QuantType.QInt8, per_channel=True)
+                gc.collect()
         finally:
             logging.getLogger().removeFilter(quiet)
         os.replace(partial, target)
