@@ -25,6 +25,7 @@ from spyglass.middleware.admission import Budget, install_admission
 from spyglass.middleware.auth import install_auth
 from spyglass.middleware.body_limit import install_body_limit
 from spyglass.middleware.crash_guard import CrashGuardMiddleware
+from spyglass.middleware.door import install_door
 from spyglass.middleware.rate_limit import install_rate_limit
 from spyglass.middleware.security_headers import install_security_headers
 from spyglass.rag.ask import Asker
@@ -154,7 +155,8 @@ def app_from_environment() -> FastAPI:
 def install_middleware(app: FastAPI, settings: Settings, ring: KeyRing) -> None:
     """The middleware stack, outermost last (``add_middleware`` wraps what came before).
 
-    A request meets: request id and access log, security headers (and CORS when
+    A request meets: the door (which refuses, before anything else runs, what its
+    route class's lane has no room for), request id and access log, security headers (and CORS when
     configured), metrics (outside the layers that refuse, so it counts their
     401s, 413s, 429s and 503s), authentication (before the body is read or a
     slot taken; it also names the caller the rate limit counts), the body size
@@ -164,31 +166,36 @@ def install_middleware(app: FastAPI, settings: Settings, ring: KeyRing) -> None:
     """
     app.add_middleware(CrashGuardMiddleware)
     wait = settings.admission_queue_wait_ms
-    install_admission(
+    target = settings.admission_target_ms
+    admission = install_admission(
         app,
         search=Budget(
             settings.admission_search_in_flight,
             settings.admission_search_queue,
             wait,
             settings.search_timeout_s,
+            target,
         ),
         ingest=Budget(
             settings.admission_ingest_in_flight,
             settings.admission_ingest_queue,
             wait,
             settings.ingest_timeout_s,
+            target,
         ),
         other=Budget(
             settings.admission_other_in_flight,
             settings.admission_other_queue,
             wait,
             settings.request_timeout_s,
+            target,
         ),
         ask=Budget(
             settings.admission_ask_in_flight,
             settings.admission_ask_queue,
             wait,
             settings.ask_timeout_s,
+            target,
         ),
         retry_after_s=settings.retry_after_s,
     )
@@ -215,9 +222,15 @@ def install_middleware(app: FastAPI, settings: Settings, ring: KeyRing) -> None:
         other=settings.max_body_bytes,
     )
     install_auth(app, ring, metrics_public=settings.metrics_public)
-    install_metrics(app, Metrics(multiprocess_dir_from_environment()))
+    metrics = install_metrics(app, Metrics(multiprocess_dir_from_environment()))
+    admission.on_shed = metrics.admission_refused
+    admission.on_admit = metrics.admission_admitted
+    for name, gate in admission.gates.items():
+        metrics.admission_limit.labels(name).set(gate.lane.limit)
     origins = [origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()]
     install_security_headers(
         app, hsts=settings.hsts, hsts_max_age=settings.hsts_max_age, cors_origins=origins
     )
     install_request_log(app)
+    hsts = f"max-age={settings.hsts_max_age}; includeSubDomains" if settings.hsts else None
+    install_door(app, admission, hsts=hsts)

@@ -29,6 +29,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -46,6 +47,7 @@ from spyglass.errors import ConfigError
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
+QUEUE_DELAY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 LATENCY_BUCKETS = (
     0.001,
     0.0025,
@@ -117,6 +119,30 @@ class Metrics:
             ["route_class"],
             registry=r,
         )
+        self.admission_shed = Counter(
+            "spyglass_admission_shed",
+            "Requests refused by admission control, by route class and reason: queue_full"
+            " (at the door, or no room to wait), queue_delay (waited too long) or budget"
+            " (cancelled over its time budget).",
+            ["route_class", "reason"],
+            registry=r,
+        )
+        self.admission_queue_delay = Histogram(
+            "spyglass_admission_queue_delay_seconds",
+            "Time admitted requests waited for a slot (0 when one was free), by route class.",
+            ["route_class"],
+            buckets=QUEUE_DELAY_BUCKETS,
+            registry=r,
+        )
+        self.admission_limit = Gauge(
+            "spyglass_admission_limit",
+            "Requests of a route class that may run at once, summed over live workers.",
+            ["route_class"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self._shed_children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._delay_children: dict[str, Any] = {}
         self.rate_limited = Counter(
             "spyglass_http_rate_limited",
             "Requests refused with 429 because the client was over its limit, by route class.",
@@ -157,6 +183,33 @@ class Metrics:
             buckets=LLM_BUCKETS,
             registry=r,
         )
+
+    def admission_refused(self, route_class: str, reason: str, *, door: bool = False) -> None:
+        """Count one refusal by admission control; ``door``: refused before the metrics
+        layer, so it is counted in ``spyglass_http_shed_total`` here too."""
+        children = self._shed_children.get((route_class, reason))
+        if children is None:
+            children = (
+                self.admission_shed.labels(route_class, reason),
+                self.shed.labels(route_class),
+            )
+            self._shed_children[(route_class, reason)] = children
+        children[0].inc()
+        if door:
+            children[1].inc()
+
+    def door_refused(self, route_class: str, reason: str) -> None:
+        """Count one refusal at the door (see :mod:`spyglass.middleware.door`)."""
+        self.admission_refused(route_class, reason, door=True)
+
+    def admission_admitted(self, route_class: str, waited_s: float) -> None:
+        """Record how long an admitted request waited for its slot."""
+        child = self._delay_children.get(route_class)
+        if child is None:
+            child = self._delay_children[route_class] = self.admission_queue_delay.labels(
+                route_class
+            )
+        child.observe(waited_s)
 
     def llm_call(self, outcome: str, seconds: float) -> None:
         """Record one LLM call; ``outcome`` is one of the client's few fixed words."""

@@ -224,7 +224,15 @@ class Settings(BaseSettings):
         64, ge=0, description="Other requests that may wait for a slot; beyond this, 503."
     )
     admission_queue_wait_ms: int = Field(
-        1000, ge=0, description="Longest a request waits for a slot before a 503."
+        100,
+        ge=0,
+        description="Longest a request waits for a slot before a 503 (CoDel's interval).",
+    )
+    admission_target_ms: float = Field(
+        5.0,
+        gt=0,
+        description="Longest a request waits for a slot once a queue has lasted"
+        " `admission_queue_wait_ms` (CoDel's target); the newest is then served first.",
     )
     search_timeout_s: float = Field(
         30.0, gt=0, description="Time budget of a search request; over it, cancelled with 503."

@@ -1,24 +1,31 @@
 """Admission control: each worker bounds the work it accepts, per route class.
 
 Every route class (see :mod:`spyglass.middleware.route_class`) has a
-:class:`Budget`: at most ``in_flight`` requests run at once, at most ``queue``
-more wait for a slot, none waits longer than ``wait_ms``, and an admitted request
-gets ``timeout_s`` seconds. Past that the answer is an immediate 503 problem
+:class:`Budget` and a :class:`~spyglass.overload.lane.Lane`: at most
+``in_flight`` requests run at once; others wait in a short queue that follows
+CoDel's delays with adaptive LIFO (a burst may wait up to ``wait_ms``, first come
+first served; once a queue has persisted that long, newcomers wait at most
+``target_ms`` and the newest is served first), and that holds no more requests
+than could start within that wait. Past that the answer is a 503 problem
 (``urn:spyglass:problem:unavailable``) with ``Retry-After``: a server that is
 full says so at once instead of growing a queue until everything times out.
-Classes have separate gates, so saturated ingest never delays a search; the
+The cheapest refusals happen before this layer, at the door
+(:mod:`spyglass.middleware.door`), which reads the same lanes.
+Classes have separate lanes, so saturated ingest never delays a search; the
 ``health`` class is never limited, so a busy worker is not mistaken for a dead
 one by its load balancer.
 
+A request's slot is held until the request returns *and* every piece of work it
+handed to the thread pool has finished (:class:`Slot`, :data:`current_slot`):
+Python cannot stop a thread, and a slot freed while its thread still runs would
+let the next request in on a busy CPU.
+
 A request over its time budget is cancelled (``asyncio.timeout`` around the rest
-of the app) and its slot is freed. If no response has started it is answered
-503, not 504: 504 says a *gateway* got no answer from *its upstream*, which is
-what nginx in front of us says for its own timeouts; our giving up on our own
-budget is load shedding, retryable like the other 503s, and one problem type
-covers both. If the response had already started, nothing can be changed; the
-server closes the connection. Work already handed to a thread pool is not
-interrupted by the cancellation (Python cannot stop a thread); the pool's own
-size still bounds it.
+of the app). If no response has started it is answered 503, not 504: 504 says a
+*gateway* got no answer from *its upstream*, which is what nginx in front of us
+says for its own timeouts; our giving up on our own budget is load shedding,
+retryable like the other 503s, and one problem type covers both. If the response
+had already started, nothing can be changed; the server closes the connection.
 
 :class:`Admission` holds the gates and their :class:`ClassStats` counters and is
 stored as ``app.state.admission`` so the metrics module can read them.
@@ -28,9 +35,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.requests import Request
@@ -39,6 +48,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from spyglass.errors import Unavailable
 from spyglass.middleware.route_class import ADMIN, ASK, HEALTH, INGEST, OTHER, SEARCH, route_class
 from spyglass.middleware.route_template import route_template
+from spyglass.overload.lane import BUDGET, QUEUE_DELAY, QUEUE_FULL, Lane, Waiter
 from spyglass.problems import problem_response
 
 log = logging.getLogger(__name__)
@@ -49,92 +59,140 @@ class Budget:
     """The work one route class may have in one worker.
 
     ``in_flight``: requests running at once (at least 1). ``queue``: requests
-    that may wait for a slot (0: none wait). ``wait_ms``: longest wait for a
-    slot. ``timeout_s``: how long an admitted request may run (None: no limit).
+    that may wait for a slot (0: none wait; fewer when the measured service time
+    says they could not start in time). ``wait_ms``: longest wait for a slot
+    (CoDel's interval). ``target_ms``: longest wait once a queue has persisted
+    for ``wait_ms`` (CoDel's target; capped at ``wait_ms``). ``timeout_s``: how
+    long an admitted request may run (None: no limit).
     """
 
     in_flight: int
     queue: int
     wait_ms: int
     timeout_s: float | None = None
+    target_ms: float = 5.0
 
     def __post_init__(self) -> None:
-        if self.in_flight < 1 or self.queue < 0 or self.wait_ms < 0:
+        if self.in_flight < 1 or self.queue < 0 or self.wait_ms < 0 or self.target_ms <= 0:
             raise ValueError(f"invalid admission budget {self}")
         if self.timeout_s is not None and self.timeout_s <= 0:
             raise ValueError(f"invalid admission budget {self}")
 
+    def lane(self, name: str, now: float) -> Lane:
+        interval = max(self.wait_ms, 0.001) / 1000
+        target = min(self.target_ms / 1000, interval)
+        return Lane(
+            name,
+            limit=self.in_flight,
+            queue_max=self.queue,
+            target_s=target,
+            interval_s=interval,
+            now=now,
+        )
 
-@dataclass
+
 class ClassStats:
-    """Counters of one route class: gauges ``in_flight`` and ``queued``; totals
-    ``admitted``, ``shed`` (503 for a full queue or an expired wait) and
-    ``timed_out`` (cancelled over the time budget)."""
+    """Counters of one route class, read from its lane: gauges ``in_flight`` and
+    ``queued``; totals ``admitted``, ``shed`` (503 for a full queue or an expired
+    wait) and ``timed_out`` (cancelled over the time budget)."""
 
-    in_flight: int = 0
-    queued: int = 0
-    admitted: int = 0
-    shed: int = 0
-    timed_out: int = 0
+    def __init__(self, lane: Lane) -> None:
+        self.lane = lane
+
+    @property
+    def in_flight(self) -> int:
+        return self.lane.in_flight
+
+    @property
+    def queued(self) -> int:
+        return len(self.lane.waiting)
+
+    @property
+    def admitted(self) -> int:
+        return self.lane.stats.admitted
+
+    @property
+    def shed(self) -> int:
+        return self.lane.stats.shed[QUEUE_FULL] + self.lane.stats.shed[QUEUE_DELAY]
+
+    @property
+    def timed_out(self) -> int:
+        return self.lane.stats.shed[BUDGET]
+
+
+class Slot:
+    """One admitted request's hold on its lane, given back when the last holder lets go.
+
+    The request itself holds it until it returns; work it hands to a thread holds
+    it too (see :func:`spyglass.routes.deps.run`) until the thread finishes, so a
+    request cancelled over its budget frees its slot only when its CPU is free.
+    """
+
+    __slots__ = ("gate", "started", "waited", "holds")
+
+    def __init__(self, gate: Gate, started: float, waited: float) -> None:
+        self.gate = gate
+        self.started = started
+        self.waited = waited
+        self.holds = 1
+
+    def hold(self) -> None:
+        self.holds += 1
+
+    def drop(self) -> None:
+        self.holds -= 1
+        if self.holds == 0:
+            self.gate.release(self.started)
+
+
+#: The slot of the request being served in this task, for work it hands to threads.
+current_slot: ContextVar[Slot | None] = ContextVar("spyglass_admission_slot", default=None)
 
 
 class Gate:
-    """A semaphore with a bounded, time-limited line of waiters.
+    """The asyncio side of a :class:`Lane`: futures for waiters, timers for their waits."""
 
-    Slots are handed over first come, first served: :meth:`release` gives the
-    slot straight to the oldest waiter, so a newcomer cannot overtake the line.
-    """
-
-    def __init__(self, budget: Budget, stats: ClassStats) -> None:
+    def __init__(self, budget: Budget, lane: Lane) -> None:
         self.budget = budget
-        self.stats = stats
-        self._free = budget.in_flight
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self.lane = lane
+        self.stats = ClassStats(lane)
 
-    async def acquire(self) -> bool:
-        """Take a slot; False at once if the line is full, or after ``wait_ms``."""
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-            return self._admitted()
-        if len(self._waiters) >= self.budget.queue:
-            return False
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        self.stats.queued += 1
+    async def acquire(self) -> Slot | str:
+        """A slot, at once or after a wait; else why not (``queue_full``, ``queue_delay``)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        decision = self.lane.arrive(now)
+        if decision is True:
+            return Slot(self, now, 0.0)
+        if decision is False:
+            return QUEUE_FULL
+        assert isinstance(decision, Waiter)
+        waiter = decision
+        waiter.handle = loop.create_future()
         try:
-            await asyncio.wait((waiter,), timeout=self.budget.wait_ms / 1000)
+            await asyncio.wait((waiter.handle,), timeout=max(0.0, waiter.expires - now))
         except BaseException:  # cancelled while waiting: leave the line cleanly
-            self._leave(waiter)
+            self._leave(waiter, loop.time())
             raise
-        if waiter.done():
-            self.stats.queued -= 1
-            return self._admitted()
-        self._leave(waiter)
-        return False
+        now = loop.time()
+        if waiter.granted:
+            return Slot(self, now, now - waiter.enqueued)
+        self._leave(waiter, now)
+        return QUEUE_DELAY
 
-    def release(self) -> None:
-        """Give the slot back: to the oldest waiter, else to the pool."""
-        self.stats.in_flight -= 1
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self._free += 1
+    def release(self, started: float | None) -> None:
+        """Give a slot back: to the waiter the lane picks, else to the lane. ``started``:
+        when its request began (its service time is measured), None if it never ran."""
+        now = asyncio.get_running_loop().time()
+        waiter = self.lane.release(now, None if started is None else now - started)
+        if waiter is not None:
+            waiter.handle.set_result(None)
 
-    def _admitted(self) -> bool:
-        self.stats.in_flight += 1
-        self.stats.admitted += 1
-        return True
-
-    def _leave(self, waiter: asyncio.Future[None]) -> None:
-        self.stats.queued -= 1
-        if waiter.done():  # granted just as we gave up: pass the slot on
-            self.stats.in_flight += 1
-            self.release()
+    def _leave(self, waiter: Waiter, now: float) -> None:
+        if waiter.granted:  # granted just as we gave up: pass the slot on
+            self.release(None)
         else:
-            waiter.cancel()
-            self._waiters.remove(waiter)
+            self.lane.give_up(waiter, now)
 
 
 @dataclass
@@ -143,12 +201,22 @@ class Admission:
 
     budgets: Mapping[str, Budget]
     retry_after_s: int = 1
+    on_shed: Callable[[str, str], None] | None = None
+    """Told of every refusal: route class and reason (metrics)."""
+    on_admit: Callable[[str, float], None] | None = None
+    """Told of every admission: route class and seconds waited (metrics)."""
     gates: dict[str, Gate] = field(init=False)
     stats: dict[str, ClassStats] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.stats = {name: ClassStats() for name in self.budgets}
-        self.gates = {name: Gate(b, self.stats[name]) for name, b in self.budgets.items()}
+        now = time.monotonic()  # the event loop's clock (asyncio uses time.monotonic)
+        self.gates = {name: Gate(b, b.lane(name, now)) for name, b in self.budgets.items()}
+        self.stats = {name: gate.stats for name, gate in self.gates.items()}
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every lane's state, for ``/status``."""
+        now = time.monotonic()
+        return {name: gate.lane.snapshot(now) for name, gate in self.gates.items()}
 
 
 class AdmissionMiddleware:
@@ -167,11 +235,16 @@ class AdmissionMiddleware:
         if gate is None:
             await self.app(scope, receive, send)
             return
-        if not await gate.acquire():
-            gate.stats.shed += 1
+        slot = await gate.acquire()
+        admission = self.admission
+        if isinstance(slot, str):
+            if admission.on_shed is not None:
+                admission.on_shed(name, slot)
             detail = f"the server is at capacity for {name} requests; retry later"
             await self._refuse(detail, scope, receive, send)
             return
+        if admission.on_admit is not None:
+            admission.on_admit(name, slot.waited)
         started = False
 
         async def send_tracking(message: Message) -> None:
@@ -181,13 +254,16 @@ class AdmissionMiddleware:
             await send(message)
 
         budget = asyncio.timeout(gate.budget.timeout_s)
+        token = current_slot.set(slot)
         try:
             async with budget:
                 await self.app(scope, receive, send_tracking)
         except TimeoutError:
             if not budget.expired():  # the app's own TimeoutError, not our budget
                 raise
-            gate.stats.timed_out += 1
+            gate.lane.stats.shed[BUDGET] += 1
+            if admission.on_shed is not None:
+                admission.on_shed(name, BUDGET)
             if started:
                 log.warning(
                     "%s %s cancelled mid-response over its time budget",
@@ -198,7 +274,8 @@ class AdmissionMiddleware:
             detail = f"the request took longer than its {gate.budget.timeout_s:g} s budget"
             await self._refuse(detail, scope, receive, send)
         finally:
-            gate.release()
+            current_slot.reset(token)
+            slot.drop()
 
     async def _refuse(self, detail: str, scope: Scope, receive: Receive, send: Send) -> None:
         error = Unavailable(detail, headers={"Retry-After": str(self.admission.retry_after_s)})

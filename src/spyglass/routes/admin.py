@@ -59,6 +59,12 @@ class StatusOut(BaseModel):
     models: list[str] = Field(description="Encoders loaded in this worker.")
     model_failures: dict[str, str]
     settings: dict[str, Any] = Field(description="Settings in force; secrets masked.")
+    admission: dict[str, Any] = Field(
+        default_factory=dict,
+        description="This worker's admission lanes by route class: limit in force, in flight,"
+        " queued, queue cap, whether overloaded, mean service and queue delay (ms),"
+        " admitted and shed by reason.",
+    )
 
 
 def _ring(request: Request) -> KeyRing:
@@ -106,6 +112,7 @@ async def status(request: Request) -> StatusOut:
     eng = engine(request)
     infos = await run(request, eng.store.list_collections)
     loaded = set(eng.store.loaded())
+    admission = getattr(request.app.state, "admission", None)
     return StatusOut(
         version=__version__,
         pid=os.getpid(),
@@ -124,4 +131,5 @@ async def status(request: Request) -> StatusOut:
         models=eng.encoders.loaded(),
         model_failures=getattr(request.app.state, "encoder_failures", {}),
         settings=masked_settings(eng.settings),
+        admission=admission.snapshot() if admission is not None else {},
     )

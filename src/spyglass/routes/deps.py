@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 
 from spyglass.engine import Engine
+from spyglass.middleware.admission import Slot, current_slot
 
 T = TypeVar("T")
 
@@ -22,8 +23,24 @@ def engine(request: Request) -> Engine:
 async def run(request: Request, fn: Callable[..., T], *args: Any) -> T:
     """Run ``fn`` in the worker's bounded thread pool (store I/O, FAISS, models).
 
+    The request's admission slot, if it has one, is held until ``fn`` has finished,
+    even when the request is cancelled first.
+
     A plain executor: measured at a fifth more searches per second (1,631 vs 1,373 req/s) than
     anyio's ``to_thread`` with a capacity limiter, which does more per hop.
     """
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(request.app.state.executor, functools.partial(fn, *args))
+    slot = current_slot.get()
+    if slot is None:
+        return await loop.run_in_executor(request.app.state.executor, functools.partial(fn, *args))
+    slot.hold()  # admission's slot stays taken until the thread is done, cancelled or not
+    done = request.app.state.executor.submit(fn, *args)
+    done.add_done_callback(lambda _: _drop_soon(loop, slot))
+    return await asyncio.wrap_future(done, loop=loop)
+
+
+def _drop_soon(loop: asyncio.AbstractEventLoop, slot: Slot) -> None:
+    try:
+        loop.call_soon_threadsafe(slot.drop)
+    except RuntimeError:  # the loop is closed: the server is stopping
+        pass

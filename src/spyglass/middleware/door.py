@@ -1,0 +1,126 @@
+"""The door: a request its lane could not take is refused before any other layer runs.
+
+Past capacity most requests are refused, so what a refusal costs decides how much
+of the CPU is left for the work admitted (at 8x capacity, seven refusals per
+search). This outermost layer asks the request's lane (see
+:mod:`spyglass.middleware.admission`) whether it is full, from the method and
+path alone, before the body is read, the caller authenticated or anything
+logged, and if so sends a response encoded once at start-up: a 503
+``application/problem+json`` with ``Retry-After``, ``Cache-Control: no-store``
+and the security headers. Requests the door lets in may still be refused by
+admission control further in (a wait that ran out), with the usual per-request
+log line.
+
+Door refusals are counted (``spyglass_http_shed_total`` by route class and
+``spyglass_admission_shed_total`` with reason ``queue_full``) but not logged one
+by one: a log line per refusal would cost more than the refusal. The
+``spyglass.access`` logger gets one summary line per second while refusals go on.
+They carry no ``X-Request-ID`` and are not in ``spyglass_http_requests_total``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import orjson
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from spyglass.errors import PROBLEM_CONTENT_TYPE, Unavailable
+from spyglass.middleware.access_log import ACCESS_LOGGER
+from spyglass.middleware.admission import Admission
+from spyglass.middleware.route_class import route_class
+from spyglass.middleware.security_headers import API_CSP
+from spyglass.overload.lane import QUEUE_FULL
+
+SUMMARY_EVERY_S = 1.0
+
+
+def refusal(name: str, retry_after_s: int, hsts: str | None) -> tuple[Message, Message]:
+    """The start and body messages of the door's 503 for route class ``name``."""
+    detail = f"the server is at capacity for {name} requests; retry later"
+    body = orjson.dumps(Unavailable(detail).to_problem())
+    headers = [
+        (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", str(retry_after_s).encode()),
+        (b"cache-control", b"no-store"),
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"content-security-policy", API_CSP.encode()),
+    ]
+    if hsts is not None:
+        headers.append((b"strict-transport-security", hsts.encode()))
+    start = {"type": "http.response.start", "status": 503, "headers": headers}
+    return start, {"type": "http.response.body", "body": body, "more_body": False}
+
+
+class DoorMiddleware:
+    """Refuses, at once and cheaply, what the request's lane is too full to take."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        admission: Admission,
+        on_shed: Callable[[str, str], None] | None = None,
+        hsts: str | None = None,
+    ) -> None:
+        self.app = app
+        self.admission = admission
+        self.on_shed = on_shed
+        self.answers = {
+            name: refusal(name, admission.retry_after_s, hsts) for name in admission.gates
+        }
+        self.log = logging.getLogger(ACCESS_LOGGER)
+        self._refused: dict[str, int] = {}
+        self._since: float | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            name = route_class(scope["method"], scope["path"])
+            gate = self.admission.gates.get(name)
+            if gate is not None:
+                now = asyncio.get_running_loop().time()
+                if gate.lane.full(now):
+                    gate.lane.stats.shed[QUEUE_FULL] += 1
+                    start, body = self.answers[name]
+                    await send(start)
+                    await send(body)
+                    self._count(name, now)
+                    return
+        await self.app(scope, receive, send)
+
+    def _count(self, name: str, now: float) -> None:
+        if self.on_shed is not None:
+            self.on_shed(name, QUEUE_FULL)
+        self._refused[name] = self._refused.get(name, 0) + 1
+        if self._since is None:
+            self._since = now
+            return
+        if now - self._since < SUMMARY_EVERY_S:
+            return
+        if self.log.isEnabledFor(logging.INFO):
+            counts = ", ".join(f"{n} {c}" for n, c in sorted(self._refused.items()))
+            self.log.info(
+                "door: %d requests refused with 503 in %.1f s (%s): at capacity",
+                sum(self._refused.values()),
+                now - self._since,
+                counts,
+                extra={"fields": {"event": "shed", "status": 503, "refused": self._refused}},
+            )
+        self._refused = {}
+        self._since = now
+
+
+def install_door(app: FastAPI, admission: Admission, *, hsts: str | None = None) -> None:
+    """Add the door outside every other layer (call it after adding them all)."""
+    metrics = getattr(app.state, "metrics", None)
+    app.add_middleware(
+        DoorMiddleware,
+        admission=admission,
+        on_shed=None if metrics is None else metrics.door_refused,
+        hsts=hsts,
+    )

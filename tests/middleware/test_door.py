@@ -1,0 +1,126 @@
+"""The door refuses what a full lane cannot take, before any other layer runs;
+admission keeps a slot until the thread its request started has finished."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI, Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from spyglass import problems
+from spyglass.app import create_app
+from spyglass.middleware.admission import Budget, install_admission
+from spyglass.middleware.door import DoorMiddleware
+from spyglass.routes.deps import run
+from tests.conftest import test_settings as make_settings
+from tests.middleware.test_admission import ROOMY, Blocker, client_for, until
+
+
+@pytest.fixture
+def blocker() -> Blocker:
+    return Blocker()
+
+
+def guarded_app(blocker: Blocker) -> tuple[FastAPI, list[str]]:
+    """One search slot, no queue; a layer inside the door records what reaches it."""
+    app = FastAPI()
+    problems.install(app)
+    app.add_api_route("/collections/c/search", blocker.wait, methods=["POST"])
+    app.add_api_route("/collections/c/items", blocker.wait, methods=["POST"])
+    admission = install_admission(
+        app, search=Budget(in_flight=1, queue=0, wait_ms=100), ingest=ROOMY, other=ROOMY
+    )
+    reached: list[str] = []
+
+    def recording(inner: object) -> object:
+        async def layer(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
+            reached.append(scope["path"])
+            await inner(scope, receive, send)  # type: ignore[operator]
+
+        return layer
+
+    app.add_middleware(recording)  # type: ignore[arg-type]
+    shed: list[tuple[str, str]] = []
+    app.add_middleware(
+        DoorMiddleware,
+        admission=admission,
+        on_shed=lambda name, reason: shed.append((name, reason)),
+        hsts="max-age=60",
+    )
+    app.state.shed = shed
+    return app, reached
+
+
+async def test_a_full_lane_is_refused_at_the_door(blocker: Blocker) -> None:
+    app, reached = guarded_app(blocker)
+    async with client_for(app) as client:
+        held = asyncio.create_task(client.post("/collections/c/search"))
+        await until(lambda: blocker.entered == 1)
+        refused = await client.post("/collections/c/search", json={"vector": [1]})
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.headers["cache-control"] == "no-store"
+        assert refused.headers["x-content-type-options"] == "nosniff"
+        assert refused.headers["strict-transport-security"] == "max-age=60"
+        body = refused.json()
+        assert body["type"] == "urn:spyglass:problem:unavailable" and body["status"] == 503
+        assert "search" in body["detail"]
+        assert reached == ["/collections/c/search"]  # only the held request got inside
+        assert app.state.shed == [("search", "queue_full")]
+        # another class's lane is not full: it passes the door
+        writing = asyncio.create_task(client.post("/collections/c/items"))
+        await until(lambda: blocker.entered == 2)
+        blocker.release.set()
+        assert (await held).status_code == 200 and (await writing).status_code == 200
+        assert (await client.post("/collections/c/search")).status_code == 200
+
+
+async def test_a_slot_is_held_until_the_thread_of_a_cancelled_request_ends(
+    tmp_path: Path,
+) -> None:
+    proceed = threading.Event()
+    app = create_app(
+        make_settings(
+            tmp_path / "data",
+            admission_search_in_flight=1,
+            admission_search_queue=0,
+            search_timeout_s=0.05,
+        )
+    )
+
+    async def slow(request: Request) -> JSONResponse:
+        await run(request, proceed.wait)
+        return JSONResponse({"ok": "yes"})
+
+    app.router.routes.insert(0, Route("/collections/c/search", slow, methods=["POST"]))
+    lane = app.state.admission.gates["search"].lane
+    async with app.router.lifespan_context(app), client_for(app) as client:
+        over = await client.post("/collections/c/search")  # its thread is still waiting
+        assert over.status_code == 503 and "budget" in over.json()["detail"]
+        assert lane.in_flight == 1  # the thread still runs: the slot is still taken
+        refused = await client.post("/collections/c/search")
+        assert refused.status_code == 503 and "capacity" in refused.json()["detail"]
+        proceed.set()
+        await until_async(lambda: lane.in_flight == 0)
+        assert lane.stats.shed["budget"] == 1 and lane.stats.shed["queue_full"] == 1
+
+
+async def until_async(condition: object) -> None:
+    for _ in range(1000):  # bounded: the thread only has to return
+        if condition():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition never held")
+
+
+@pytest.mark.parametrize("path", ["/livez", "/readyz", "/metrics"])
+async def test_health_passes_the_door(tmp_path: Path, path: str) -> None:
+    app = create_app(make_settings(tmp_path / "data"))
+    async with app.router.lifespan_context(app), client_for(app) as client:
+        assert (await client.get(path)).status_code == 200
