@@ -99,6 +99,14 @@ def test_giving_up_leaves_the_queue_and_an_empty_queue_resets_overload() -> None
     assert gate.release(0.23, 0.01) is None and gate.in_flight == 0
 
 
+def test_no_queue_means_no_waiting_whatever_the_service_time() -> None:
+    gate = lane(limit=1, queue_max=0)
+    gate.arrive(0.0)
+    gate.release(0.001, 0.001)
+    assert gate.arrive(0.002) is True
+    assert gate.queue_cap(0.002) == 0 and gate.full(0.002) and gate.arrive(0.002) is False
+
+
 def test_service_time_is_a_running_mean() -> None:
     gate = lane(limit=4)
     for _ in range(4):

@@ -96,7 +96,7 @@ class Lane:
         if self.service_s is None:
             return self.queue_max
         starts = self.limit * self.wait_s(now) / max(self.service_s, 1e-6)
-        return max(1, min(self.queue_max, math.ceil(starts)))
+        return min(self.queue_max, max(1, math.ceil(starts)))
 
     def full(self, now: float) -> bool:
         """Whether a request arriving now would be refused at once (the door's test)."""
