@@ -89,6 +89,11 @@ class StepResult:
     connections: int | None = None
     partial: bool = False
     server: dict[str, Any] = field(default_factory=dict)
+    ok_p50_ms: float | None = None
+    """Latency of the 2xx answers alone (what admitted requests saw)."""
+    ok_p99_ms: float | None = None
+    refused_p99_ms: float | None = None
+    """Latency of the 429 and 503 answers alone (how fast refusals came)."""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -122,6 +127,8 @@ def step_result(
     }
     counts["other"] = int(np.count_nonzero(answered)) - ok - counts["429"] - counts["503"]
     pct = _percentiles(lat[answered])
+    ok_pct = _percentiles(lat[(status >= 200) & (status < 300)])
+    refused_pct = _percentiles(lat[(status == 429) | (status == 503)])
     lag = np.asarray(lags, dtype=np.float64) * 1000
     lag_p99 = float(np.percentile(lag, 99)) if len(lag) else None
     dropped = int(np.count_nonzero(status == DROPPED))
@@ -157,6 +164,9 @@ def step_result(
         p99_ms=pct["p99_ms"],
         p999_ms=pct["p999_ms"],
         max_ms=pct["max_ms"],
+        ok_p50_ms=ok_pct["p50_ms"],
+        ok_p99_ms=ok_pct["p99_ms"],
+        refused_p99_ms=refused_pct["p99_ms"],
     )
 
 

@@ -65,6 +65,13 @@ def write_report(report: dict[str, Any], base: Path) -> tuple[Path, Path]:
 def headline(report: dict[str, Any]) -> str:
     """One sentence: what the server held (capacity) or the last step (load)."""
     result = report.get("result")
+    if result and "checks" in result:
+        verdicts = [c["passed"] for c in result["checks"]]
+        return (
+            f"overload from R = {result['capacity_rate']:,.0f} req/s:"
+            f" {verdicts.count(True)} targets met, {verdicts.count(False)} missed,"
+            f" {verdicts.count(None)} not measurable"
+        )
     if result:
         return (
             f"holds {result['sustainable_rate']:,.0f} req/s, about {result['users']:,.0f} users"
