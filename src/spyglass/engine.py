@@ -35,6 +35,7 @@ from spyglass.fusion import fuse
 from spyglass.images import decode_image, fetch_image
 from spyglass.images.decode import base64_image_bytes, sniff_format
 from spyglass.keywords import query_terms
+from spyglass.overload.deadline import check as check_deadline
 from spyglass.schema import CollectionIn, SearchIn
 from spyglass.settings import Settings
 
@@ -287,6 +288,7 @@ class Engine:
         kinds: list[str] = []
         modes: list[str] = []
         for i, request in enumerate(requests):
+            check_deadline()
             at = functools.partial(_at, field, i)
             given = [key for key in QUERY_KINDS if getattr(request, key) is not None]
             if len(given) != 1:
@@ -329,6 +331,7 @@ class Engine:
                 vectors[i] = _encode_images(encoder, [image], [at(kind)])[0]
         if texts:
             assert encoder is not None
+            check_deadline()
             rows = self._embed(encoder, [requests[i].text or "" for i in texts])
             vectors.update(zip(texts, rows, strict=True))
         reranked = [
@@ -370,6 +373,7 @@ class Engine:
         results: list[list[Hit] | None] = [self._cached_hits(key) for key in keys]
         missing = [i for i, found in enumerate(results) if found is None]
         if missing:
+            check_deadline()
             # Hits stored under info.version must not predate it (a lagging replica).
             floor = max(after, info.version if any(keys) else 0)
             by_vector = _by_position(queries, missing, self.store.search, name, floor)
@@ -393,6 +397,7 @@ class Engine:
                     hits = by_vector[i]
                 if reranked[i] and hits:
                     assert encoder is not None
+                    check_deadline()
                     hits = rerank_hits(encoder, vectors[i], hits, requests[i].k)
                 if requests[i].dominant_colors:
                     _add_colors(encoder, hits, requests[i].dominant_colors)

@@ -12,7 +12,8 @@
     │   ├── Conflict             409   the collection exists with other settings
     │   ├── PayloadTooLarge      413   batch or body over the configured limit
     │   ├── RateLimited          429   the caller is over its rate limit
-    │   └── Unavailable          503   store or model not ready; retry later
+    │   └── Unavailable          503   store or model not ready, server full; retry later
+    │       └── Abandoned        503   the request's work was stopped (over its budget)
     └── ConfigError                    bad settings or CLI input (one line, exit 2)
 
 Every store and encoder raises these and only these for conditions a client can
@@ -141,3 +142,8 @@ class Unavailable(ProblemError):
     status = 503
     slug = "unavailable"
     title = "Service unavailable"
+
+
+class Abandoned(Unavailable):
+    """The request's work was stopped: over its time budget, or given up
+    (see :mod:`spyglass.overload.deadline`)."""

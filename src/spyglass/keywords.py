@@ -35,9 +35,17 @@ def query_terms(text: str) -> tuple[str, ...]:
     Function words are dropped unless nothing else is left ("who is who" still
     searches for "who"); so is everything past :data:`MAX_TERMS`.
     """
-    words = [word.lower() for word in WORD.findall(text)]
-    kept = [word for word in words if word not in STOPWORDS] or words
-    return tuple(dict.fromkeys(kept))[:MAX_TERMS]
+    kept: dict[str, None] = {}
+    seen: dict[str, None] = {}  # every word, for a text of function words only
+    for match in WORD.finditer(text):  # stops early: a long text is not read to its end
+        word = match.group().lower()
+        if word not in STOPWORDS:
+            kept[word] = None
+            if len(kept) == MAX_TERMS:
+                break
+        elif len(seen) < MAX_TERMS:
+            seen[word] = None
+    return tuple(kept or seen)
 
 
 def fts5_match(terms: tuple[str, ...]) -> str:

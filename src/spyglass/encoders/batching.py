@@ -28,11 +28,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from spyglass.encoders.base import Encoder, WrappedEncoder
+from spyglass.overload.deadline import current_deadline
 
 if TYPE_CHECKING:
     pass
 
 __all__ = ["BatchingEncoder"]
+
+
+#: How often a waiting caller looks at its request's deadline.
+CHECK_EVERY_S = 0.02
 
 
 @dataclass(eq=False)
@@ -44,6 +49,8 @@ class _Call:
     done: threading.Event = field(default_factory=threading.Event)
     rows: np.ndarray | None = None
     error: BaseException | None = None
+    gone: bool = False
+    """Its caller stopped waiting (its request was abandoned): not worth encoding."""
 
 
 class BatchingEncoder(WrappedEncoder):
@@ -93,7 +100,14 @@ class BatchingEncoder(WrappedEncoder):
             self._pending.append(call)
             self._queued += len(call.texts)
             self._ready.notify()
-        call.done.wait()
+        deadline = current_deadline.get()
+        if deadline is None:
+            call.done.wait()
+        else:
+            while not call.done.wait(CHECK_EVERY_S):
+                if deadline.expired:
+                    call.gone = True  # a batch not yet started leaves it out
+                    deadline.check()
         if call.error is not None:
             raise call.error
         assert call.rows is not None
@@ -138,9 +152,11 @@ class BatchingEncoder(WrappedEncoder):
                 not calls or size + len(self._pending[0].texts) <= self.max_batch
             ):
                 call = self._pending.pop(0)
+                self._queued -= len(call.texts)
+                if call.gone:
+                    continue
                 calls.append(call)
                 size += len(call.texts)
-            self._queued -= size
             if self._pending:
                 self._ready.notify()  # the rest is another worker's next batch
             return calls

@@ -26,6 +26,7 @@ from tokenizers import Encoding, Tokenizer
 from spyglass.encoders.base import Encoder
 from spyglass.encoders.onnx import cpu_session
 from spyglass.errors import ConfigError, InvalidRequest
+from spyglass.overload.deadline import check as check_deadline
 
 #: The tokenizer that belongs to the packaged model.
 TOKENIZER_PATH = Path(__file__).resolve().parent / "minilm" / "tokenizer.json"
@@ -46,6 +47,9 @@ PAD_BUDGET = 8
 #: 155-178 with 2, as the threads fight over the cores. Raise it for a single-user
 #: job such as a CLI ingest.
 DEFAULT_THREADS = 1
+#: A text longer than this many characters per model token is tokenized on a prefix
+#: first (see ``TextEncoder._bounded``); English averages four or five.
+CHARS_PER_TOKEN = 16
 
 _INPUT_NAMES = frozenset({"input_ids", "attention_mask", "token_type_ids"})
 _STATE_OUTPUTS = ("last_hidden_state", "token_embeddings")
@@ -99,10 +103,31 @@ class TextEncoder(Encoder):
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
+        bound = self._max_length * CHARS_PER_TOKEN
+        texts = [self._bounded(text) if len(text) > bound else text for text in texts]
         encodings = self._tokenizer.encode_batch(texts, add_special_tokens=True)
         for rows in _chunks([len(e.ids) for e in encodings]):
+            check_deadline()
             out[rows] = self._run([encodings[i] for i in rows])
         return out
+
+    def _bounded(self, text: str) -> str:
+        """A prefix of ``text`` that truncates to the same tokens as ``text`` itself.
+
+        The model sees only the first :attr:`max_tokens` tokens, but the tokenizer
+        reads the whole text before it truncates (seconds for megabytes). A prefix
+        cut at whitespace tokenizes to a prefix of the whole text's tokens, so once
+        it holds more tokens than the model sees, the rest cannot matter.
+        """
+        size = self._max_length * CHARS_PER_TOKEN
+        while size < len(text):
+            cut = max(text.rfind(space, 0, size) for space in " \n\t")
+            prefix = text[: cut if cut > 0 else size]
+            tokens = self._untruncated.encode(prefix, add_special_tokens=False).ids
+            if len(tokens) > self._max_length:
+                return prefix
+            size *= 4
+        return text
 
     @property
     def max_tokens(self) -> int:

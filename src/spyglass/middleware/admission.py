@@ -21,11 +21,13 @@ Python cannot stop a thread, and a slot freed while its thread still runs would
 let the next request in on a busy CPU.
 
 A request over its time budget is cancelled (``asyncio.timeout`` around the rest
-of the app). If no response has started it is answered 503, not 504: 504 says a
-*gateway* got no answer from *its upstream*, which is what nginx in front of us
-says for its own timeouts; our giving up on our own budget is load shedding,
-retryable like the other 503s, and one problem type covers both. If the response
-had already started, nothing can be changed; the server closes the connection.
+of the app), and its :class:`~spyglass.overload.deadline.Deadline` tells the work
+it handed to threads to stop at their next check. If no response has started
+it is answered 503, not 504: 504 says a *gateway* got no answer from *its
+upstream*, which is what nginx in front of us says for its own timeouts; our
+giving up on our own budget is load shedding, retryable like the other 503s, and
+one problem type covers both. If the response had already started, nothing can
+be changed; the server closes the connection.
 
 :class:`Admission` holds the gates and their :class:`ClassStats` counters and is
 stored as ``app.state.admission`` so the metrics module can read them.
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
@@ -48,6 +51,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from spyglass.errors import Unavailable
 from spyglass.middleware.route_class import ADMIN, ASK, HEALTH, INGEST, OTHER, SEARCH, route_class
 from spyglass.middleware.route_template import route_template
+from spyglass.overload.deadline import Deadline, current_deadline
 from spyglass.overload.lane import BUDGET, QUEUE_DELAY, QUEUE_FULL, Lane, Waiter
 from spyglass.problems import problem_response
 
@@ -253,14 +257,18 @@ class AdmissionMiddleware:
                 started = True
             await send(message)
 
-        budget = asyncio.timeout(gate.budget.timeout_s)
+        timeout_s = gate.budget.timeout_s
+        budget = asyncio.timeout(timeout_s)
+        deadline = Deadline(time.monotonic() + (math.inf if timeout_s is None else timeout_s))
         token = current_slot.set(slot)
+        deadline_token = current_deadline.set(deadline)
         try:
             async with budget:
                 await self.app(scope, receive, send_tracking)
         except TimeoutError:
             if not budget.expired():  # the app's own TimeoutError, not our budget
                 raise
+            deadline.cancel("its time budget ran out")  # its threads stop at their next check
             gate.lane.stats.shed[BUDGET] += 1
             if admission.on_shed is not None:
                 admission.on_shed(name, BUDGET)
@@ -274,6 +282,8 @@ class AdmissionMiddleware:
             detail = f"the request took longer than its {gate.budget.timeout_s:g} s budget"
             await self._refuse(detail, scope, receive, send)
         finally:
+            deadline.cancel("the request ended")
+            current_deadline.reset(deadline_token)
             current_slot.reset(token)
             slot.drop()
 

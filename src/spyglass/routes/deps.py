@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -23,18 +24,23 @@ def engine(request: Request) -> Engine:
 async def run(request: Request, fn: Callable[..., T], *args: Any) -> T:
     """Run ``fn`` in the worker's bounded thread pool (store I/O, FAISS, models).
 
-    The request's admission slot, if it has one, is held until ``fn`` has finished,
-    even when the request is cancelled first.
+    ``fn`` runs in a copy of the request's context, so it sees the request's
+    deadline (:mod:`spyglass.overload.deadline`). The request's admission slot, if
+    it has one, is held until ``fn`` has finished, even when the request is
+    cancelled first.
 
     A plain executor: measured at a fifth more searches per second (1,631 vs 1,373 req/s) than
     anyio's ``to_thread`` with a capacity limiter, which does more per hop.
     """
     loop = asyncio.get_running_loop()
+    context = contextvars.copy_context()  # the request's deadline goes with its work
     slot = current_slot.get()
     if slot is None:
-        return await loop.run_in_executor(request.app.state.executor, functools.partial(fn, *args))
+        return await loop.run_in_executor(
+            request.app.state.executor, functools.partial(context.run, fn, *args)
+        )
     slot.hold()  # admission's slot stays taken until the thread is done, cancelled or not
-    done = request.app.state.executor.submit(fn, *args)
+    done = request.app.state.executor.submit(context.run, fn, *args)
     done.add_done_callback(lambda _: _drop_soon(loop, slot))
     return await asyncio.wrap_future(done, loop=loop)
 
