@@ -22,7 +22,8 @@ let the next request in on a busy CPU.
 
 A request over its time budget is cancelled (``asyncio.timeout`` around the rest
 of the app), and its :class:`~spyglass.overload.deadline.Deadline` tells the work
-it handed to threads to stop at their next check. If no response has started
+it handed to threads to stop at their next check; so does a client that
+disconnects after sending its request. If no response has started
 it is answered 503, not 504: 504 says a *gateway* got no answer from *its
 upstream*, which is what nginx in front of us says for its own timeouts; our
 giving up on our own budget is load shedding, retryable like the other 503s, and
@@ -260,11 +261,22 @@ class AdmissionMiddleware:
         timeout_s = gate.budget.timeout_s
         budget = asyncio.timeout(timeout_s)
         deadline = Deadline(time.monotonic() + (math.inf if timeout_s is None else timeout_s))
+        watcher: asyncio.Task[None] | None = None
+
+        async def receive_watching() -> Message:
+            nonlocal watcher
+            message = await receive()
+            if watcher is None and message["type"] == "http.request" and not message.get(
+                "more_body", False
+            ):  # the whole body is in: from now on the client can only go away
+                watcher = asyncio.ensure_future(_watch_disconnect(receive, deadline))
+            return message
+
         token = current_slot.set(slot)
         deadline_token = current_deadline.set(deadline)
         try:
             async with budget:
-                await self.app(scope, receive, send_tracking)
+                await self.app(scope, receive_watching, send_tracking)
         except TimeoutError:
             if not budget.expired():  # the app's own TimeoutError, not our budget
                 raise
@@ -282,6 +294,8 @@ class AdmissionMiddleware:
             detail = f"the request took longer than its {gate.budget.timeout_s:g} s budget"
             await self._refuse(detail, scope, receive, send)
         finally:
+            if watcher is not None:
+                watcher.cancel()
             deadline.cancel("the request ended")
             current_deadline.reset(deadline_token)
             current_slot.reset(token)
@@ -290,6 +304,13 @@ class AdmissionMiddleware:
     async def _refuse(self, detail: str, scope: Scope, receive: Receive, send: Send) -> None:
         error = Unavailable(detail, headers={"Retry-After": str(self.admission.retry_after_s)})
         await problem_response(error, Request(scope))(scope, receive, send)
+
+
+async def _watch_disconnect(receive: Receive, deadline: Deadline) -> None:
+    """Cancel ``deadline`` if the client disconnects before its answer is sent."""
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        deadline.cancel("its client went away")
 
 
 def install_admission(
