@@ -72,7 +72,13 @@ def create_app(settings: Settings) -> FastAPI:
                 ttl_s=settings.cache_ttl_s,
                 on_lookup=app.state.metrics.cache,
             )
-        engine = Engine(settings, store, cache, on_encode=app.state.metrics.encoder_batch)
+        engine = Engine(
+            settings,
+            store,
+            cache,
+            on_encode=app.state.metrics.encoder_batch,
+            on_collection=app.state.admission.learn,
+        )
         app.state.engine = engine
         llm = (
             LLMClient.from_settings(settings, cache=cache, on_call=app.state.metrics.llm_call)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import numpy as np
 
 from spyglass import filters
+from spyglass.auth.tenancy import shown
 from spyglass.cache import (
     Cache,
     dump_hits,
@@ -132,12 +133,16 @@ class Engine:
         store: Store,
         cache: Cache | None = None,
         on_encode: OnCall | None = None,
+        on_collection: Callable[[str, str], None] | None = None,
     ) -> None:
-        """``on_encode`` hears of every model call (encoder, batch size, seconds)."""
+        """``on_encode`` hears of every model call (encoder, batch size, seconds);
+        ``on_collection`` of every collection looked up (the name its tenant gave it,
+        its encoder), so admission control can give its searches their lane."""
         self.settings = settings
         self.store = store
         self.encoders = Encoders(settings, on_encode)
         self.cache = cache
+        self.on_collection = on_collection
 
     def warm_up(self) -> dict[str, str]:
         """Load the encoders and indexes the existing collections use, so the first query
@@ -201,7 +206,10 @@ class Engine:
 
     def get_collection(self, name: str) -> CollectionInfo:
         check_name(name)
-        return self.store.get_collection(name)
+        info = self.store.get_collection(name)
+        if self.on_collection is not None:
+            self.on_collection(shown(name), info.spec.encoder)
+        return info
 
     # items
 

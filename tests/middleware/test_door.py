@@ -124,3 +124,42 @@ async def test_health_passes_the_door(tmp_path: Path, path: str) -> None:
     app = create_app(make_settings(tmp_path / "data"))
     async with app.router.lifespan_context(app), client_for(app) as client:
         assert (await client.get(path)).status_code == 200
+
+
+async def test_a_flood_of_text_searches_does_not_take_the_vector_searches_lane(
+    blocker: Blocker,
+) -> None:
+    app = FastAPI()
+    problems.install(app)
+    for name in ("t", "v"):
+        app.add_api_route(f"/collections/{name}/search", blocker.wait, methods=["POST"])
+    one = Budget(in_flight=1, queue=0, wait_ms=100)
+    admission = install_admission(app, search=one, ingest=ROOMY, other=ROOMY)
+    admission.learn("t", "text")  # as the engine reports when it looks a collection up
+    admission.learn("v", "none")
+    assert admission.gate_for("POST", "/collections/t/search")[0] == "search-text"
+    assert admission.gate_for("POST", "/collections/v/search")[0] == "search"
+    assert admission.gate_for("POST", "/collections/new/search")[0] == "search"
+    async with client_for(app) as client:
+        text = asyncio.create_task(client.post("/collections/t/search"))
+        await until(lambda: blocker.entered == 1)
+        assert (await client.post("/collections/t/search")).status_code == 503  # its lane is full
+        vector = asyncio.create_task(client.post("/collections/v/search"))
+        await until(lambda: blocker.entered == 2)  # admitted beside the text search
+        blocker.release.set()
+        assert (await text).status_code == 200 and (await vector).status_code == 200
+    assert admission.stats["search-text"].shed == 1 and admission.stats["search"].shed == 0
+
+
+async def test_the_engine_tells_admission_each_collections_lane(tmp_path: Path) -> None:
+    app = create_app(make_settings(tmp_path / "data"))
+    async with app.router.lifespan_context(app), client_for(app) as client:
+        assert (await client.put("/collections/v", json={"dim": 2})).status_code == 201
+        body = {"vector": [1, 0], "k": 1}
+        assert (await client.post("/collections/v/search", json=body)).status_code == 200
+        assert app.state.admission.search_lanes == {"v": "search"}
+        status = (await client.get("/status")).json()
+        assert {"search", "search-text", "search-image", "search-color"} <= set(
+            status["admission"]
+        )
+        assert status["admission"]["search"]["admitted"] >= 1

@@ -50,7 +50,18 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from spyglass.errors import Unavailable
-from spyglass.middleware.route_class import ADMIN, ASK, HEALTH, INGEST, OTHER, SEARCH, route_class
+from spyglass.middleware.route_class import (
+    ADMIN,
+    ASK,
+    HEALTH,
+    INGEST,
+    OTHER,
+    SEARCH,
+    SEARCH_LANES,
+    collection_of,
+    route_class,
+    search_lane,
+)
 from spyglass.middleware.route_template import route_template
 from spyglass.overload.deadline import Deadline, current_deadline
 from spyglass.overload.lane import BUDGET, QUEUE_DELAY, QUEUE_FULL, Lane, Waiter
@@ -217,6 +228,23 @@ class Admission:
         now = time.monotonic()  # the event loop's clock (asyncio uses time.monotonic)
         self.gates = {name: Gate(b, b.lane(name, now)) for name, b in self.budgets.items()}
         self.stats = {name: gate.stats for name, gate in self.gates.items()}
+        self.search_lanes: dict[str, str] = {}
+
+    def gate_for(self, method: str, path: str) -> tuple[str, Gate | None]:
+        """The lane a request draws on (its route class, searches by their collection's
+        encoder) and that lane's gate; None for classes that are never limited."""
+        name = route_class(method, path)
+        if name == SEARCH:
+            collection = collection_of(path)
+            if collection is not None:
+                name = self.search_lanes.get(collection, SEARCH)
+        return name, self.gates.get(name)
+
+    def learn(self, collection: str, encoder: str) -> None:
+        """Searches of ``collection`` (its client-facing name) go to ``encoder``'s lane."""
+        lane = search_lane(encoder)
+        if lane in self.gates and self.search_lanes.get(collection) != lane:
+            self.search_lanes[collection] = lane
 
     def snapshot(self) -> dict[str, Any]:
         """Every lane's state, for ``/status``."""
@@ -235,8 +263,7 @@ class AdmissionMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        name = route_class(scope["method"], scope["path"])
-        gate = self.admission.gates.get(name)
+        name, gate = self.admission.gate_for(scope["method"], scope["path"])
         if gate is None:
             await self.app(scope, receive, send)
             return
@@ -328,6 +355,7 @@ def install_admission(
     its own gate)."""
     budgets = {
         SEARCH: search,
+        **dict.fromkeys(set(SEARCH_LANES.values()), search),
         INGEST: ingest,
         ASK: ask or other,
         OTHER: other,

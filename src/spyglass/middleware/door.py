@@ -31,7 +31,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from spyglass.errors import PROBLEM_CONTENT_TYPE, Unavailable
 from spyglass.middleware.access_log import ACCESS_LOGGER
 from spyglass.middleware.admission import Admission
-from spyglass.middleware.route_class import route_class
 from spyglass.middleware.security_headers import API_CSP
 from spyglass.overload.lane import QUEUE_FULL
 
@@ -80,8 +79,7 @@ class DoorMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            name = route_class(scope["method"], scope["path"])
-            gate = self.admission.gates.get(name)
+            name, gate = self.admission.gate_for(scope["method"], scope["path"])
             if gate is not None:
                 now = asyncio.get_running_loop().time()
                 if gate.lane.full(now):

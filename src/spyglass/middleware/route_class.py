@@ -14,6 +14,13 @@ The classes:
             so a load balancer does not take a busy worker for a dead one.
 ``other``   everything else: cheap reads (``GET`` an item or collection), docs.
 
+Searches are split further by what their collection's encoder costs
+(:func:`search_lane`): ``search`` (vectors given), ``search-text``, ``search-image``
+and ``search-color``, each with its own admission lane, so that a flood of text
+searches cannot starve vector searches. Admission learns each collection's
+encoder from the engine as collections are looked up; until then a collection's
+searches go to ``search``.
+
 Classification looks only at the method and the path, so it runs before routing
 and costs no more than splitting the path. A new route that does real work must
 be added here; ``tests/middleware/test_admission.py`` fails until it is.
@@ -31,6 +38,17 @@ HEALTH: Final = "health"
 OTHER: Final = "other"
 
 ROUTE_CLASSES: Final = (SEARCH, INGEST, ASK, ADMIN, HEALTH, OTHER)
+
+#: The admission lane of a collection's searches, by its encoder's family.
+SEARCH_LANES: Final = {
+    "text": "search-text",
+    "text-fast": "search-text",
+    "remote": "search-text",
+    "image": "search-image",
+    "clip": "search-image",
+    "face": "search-image",
+    "color": "search-color",
+}
 
 _HEALTH_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
 _ADMIN_PATHS = frozenset({"/status", "/admin", "/build"})
@@ -70,3 +88,17 @@ def route_class(method: str, path: str) -> str:
     if path in _TOP_SEARCH_POST and method == "POST":
         return SEARCH
     return OTHER
+
+
+def search_lane(encoder: str) -> str:
+    """The admission lane of searches in a collection of ``encoder``: ``search`` for
+    collections searched by the vectors clients give (``none``) or unknown encoders."""
+    return SEARCH_LANES.get(encoder, SEARCH)
+
+
+def collection_of(path: str) -> str | None:
+    """The collection a ``/collections/{name}/...`` path names, as the client wrote it."""
+    if not path.startswith("/collections/"):
+        return None
+    name = path[13:].split("/", 1)[0]
+    return name or None
