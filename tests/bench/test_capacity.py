@@ -15,7 +15,7 @@ import pytest
 
 from spyglass.bench.capacity import limited_by, listening_pids, parse_metrics
 from tests.bench.test_load import bench, tiny_collection
-from tests.children import child_env, finish
+from tests.children import child_env, finish, interruptible
 from tests.e2e.server import running
 
 pytestmark = pytest.mark.e2e
@@ -72,6 +72,7 @@ def test_capacity_reports_a_target_met_and_one_missed(tmp_path: Path) -> None:
     assert "p95" in result["limited_by"] and "0.001 ms" in result["limited_by"]
 
 
+@pytest.mark.timeout(900)  # a busy machine: the ceilings below, not pytest's default
 def test_ctrl_c_stops_and_writes_a_partial_report(tmp_path: Path) -> None:
     scenario = tmp_path / "scenario.toml"
     scenario.write_text("pool = 5\nrates = [20]\nstep_s = 60\narrival = 'constant'\n")
@@ -81,7 +82,12 @@ def test_ctrl_c_stops_and_writes_a_partial_report(tmp_path: Path) -> None:
         argv += ["--collection", "tiny", "--scenario", str(scenario)]
         argv += ["--out", str(tmp_path / "partial")]
         process = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env()
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=child_env(),
+            preexec_fn=interruptible,
         )
         try:
             searched = 0.0
