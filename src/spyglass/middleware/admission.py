@@ -176,7 +176,7 @@ class Gate:
     async def acquire(self) -> Slot | str:
         """A slot, at once or after a wait; else why not (``queue_full``, ``queue_delay``)."""
         loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = time.monotonic()
         decision = self.lane.arrive(now)
         if decision is True:
             return Slot(self, now, 0.0)
@@ -188,9 +188,9 @@ class Gate:
         try:
             await asyncio.wait((waiter.handle,), timeout=max(0.0, waiter.expires - now))
         except BaseException:  # cancelled while waiting: leave the line cleanly
-            self._leave(waiter, loop.time())
+            self._leave(waiter, time.monotonic())
             raise
-        now = loop.time()
+        now = time.monotonic()
         if waiter.granted:
             return Slot(self, now, now - waiter.enqueued)
         self._leave(waiter, now)
@@ -199,7 +199,7 @@ class Gate:
     def release(self, started: float | None) -> None:
         """Give a slot back: to the waiter the lane picks, else to the lane. ``started``:
         when its request began (its service time is measured), None if it never ran."""
-        now = asyncio.get_running_loop().time()
+        now = time.monotonic()
         waiter = self.lane.release(now, None if started is None else now - started)
         if waiter is not None:
             waiter.handle.set_result(None)

@@ -20,8 +20,8 @@ They carry no ``X-Request-ID`` and are not in ``spyglass_http_requests_total``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 import orjson
@@ -81,7 +81,7 @@ class DoorMiddleware:
         if scope["type"] == "http":
             name, gate = self.admission.gate_for(scope["method"], scope["path"])
             if gate is not None:
-                now = asyncio.get_running_loop().time()
+                now = time.monotonic()
                 if gate.lane.full(now):
                     gate.lane.stats.shed[QUEUE_FULL] += 1
                     start, body = self.answers[name]
