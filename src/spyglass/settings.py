@@ -206,7 +206,10 @@ class Settings(BaseSettings):
     )
 
     admission_search_in_flight: int = Field(
-        32, ge=1, description="Search requests one worker runs at once."
+        8,
+        ge=1,
+        description="Searches of one lane (vector, text, image, color) one worker runs at"
+        " once; more than `search_threads` would only wait in the thread pool, unseen.",
     )
     admission_search_queue: int = Field(
         64, ge=0, description="Search requests that may wait for a slot; beyond this, 503."
