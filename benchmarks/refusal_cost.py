@@ -33,12 +33,12 @@ from spyglass.settings import Settings
 DIM = 64
 
 
-def scope(path: str, body: bytes) -> dict[str, Any]:
+def scope(method: str, path: str, body: bytes) -> dict[str, Any]:
     return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
-        "method": "POST",
+        "method": method,
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
@@ -54,7 +54,8 @@ def scope(path: str, body: bytes) -> dict[str, Any]:
     }
 
 
-async def call(app: Any, path: str, body: bytes) -> int:
+async def call(app: Any, path: str, body: bytes, method: str = "POST") -> int:
+    """One request through the ASGI app; its status."""
     status = 0
     sent = False
 
@@ -70,7 +71,7 @@ async def call(app: Any, path: str, body: bytes) -> int:
         if message["type"] == "http.response.start":
             status = message["status"]
 
-    await app(scope(path, body), receive, send)
+    await app(scope(method, path, body), receive, send)
     return status
 
 
@@ -84,7 +85,7 @@ async def hold(app: Any, path: str) -> None:
     async def send(message: dict[str, Any]) -> None:
         pass
 
-    await app(scope(path, b"{}"), receive, send)
+    await app(scope("POST", path, b"{}"), receive, send)
 
 
 async def cpu_per_call(app: Any, path: str, bodies: list[bytes], want: int) -> float:
@@ -129,35 +130,15 @@ async def measure(args: argparse.Namespace) -> None:
 
 
 async def put_collection(app: Any, rng: np.random.Generator, items: int) -> None:
-    async def request(method: str, path: str, body: bytes) -> int:
-        s = scope(path, body)
-        s["method"] = method
-        status = 0
-        done = False
-
-        async def receive() -> dict[str, Any]:
-            nonlocal done
-            if done:
-                await asyncio.Event().wait()
-            done = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        async def send(message: dict[str, Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-
-        await app(s, receive, send)
-        return status
-
-    assert await request("PUT", "/collections/bench", orjson.dumps({"dim": DIM})) in {200, 201}
+    created = await call(app, "/collections/bench", orjson.dumps({"dim": DIM}), "PUT")
+    assert created in {200, 201}, created
     vectors = rng.normal(size=(items, DIM)).astype(np.float32)
     for start in range(0, items, 1000):
         batch = [
             {"id": str(i), "vector": vectors[i].tolist()} for i in range(start, start + 1000)
         ]
         body = orjson.dumps({"items": batch})
-        assert await request("POST", "/collections/bench/items", body) == 200
+        assert await call(app, "/collections/bench/items", body) == 200
 
 
 def main() -> None:

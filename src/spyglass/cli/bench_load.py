@@ -59,6 +59,16 @@ def numbers(text: str, name: str) -> list[float]:
     return values
 
 
+#: ``--start-rate``: where a capacity ramp begins (``capacity`` and ``overload``).
+start_rate_option = click.option(
+    "--start-rate",
+    type=click.FloatRange(0.1),
+    default=50.0,
+    show_default=True,
+    help="The capacity ramp's first offered rate (req/s).",
+)
+
+
 def target_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options ``load`` and ``capacity`` share: where, what, and how to mix requests."""
     options = [
@@ -165,13 +175,7 @@ def load_command(
 @target_options
 @click.option("--p95", "p95", default="100ms", show_default=True, help="Latency target of p95.")
 @click.option("--think", default=None, help="Think time per user, e.g. 0.5s (Little's law).")
-@click.option(
-    "--start-rate",
-    type=click.FloatRange(0.1),
-    default=50.0,
-    show_default=True,
-    help="The first step's offered rate (req/s).",
-)
+@start_rate_option
 @click.option(
     "--step-factor",
     type=click.FloatRange(1.01),

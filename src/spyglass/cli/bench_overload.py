@@ -14,7 +14,15 @@ from typing import Any
 import click
 from rich.table import Table
 
-from spyglass.cli.bench_load import Run, _finish, _scenario, console, duration, numbers
+from spyglass.cli.bench_load import (
+    Run,
+    _finish,
+    _scenario,
+    console,
+    duration,
+    numbers,
+    start_rate_option,
+)
 from spyglass.cli.bench_load import target_options as _target_options
 from spyglass.errors import ConfigError
 
@@ -42,13 +50,7 @@ from spyglass.errors import ConfigError
     help="Goodput targets: vector (cheap requests) or heavy (encoder-bound); auto: vector"
     " when the mix is vector searches only.",
 )
-@click.option(
-    "--start-rate",
-    type=click.FloatRange(0.1),
-    default=50.0,
-    show_default=True,
-    help="The capacity ramp's first rate (req/s).",
-)
+@start_rate_option
 def overload_command(
     url: str,
     collection: str,
