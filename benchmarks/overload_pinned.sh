@@ -9,11 +9,13 @@
 # on (the server's output goes to a file), the result cache off.
 #
 #   benchmarks/overload_pinned.sh            # STEP=60 by default; STEP=20 for a quick look
+#   STEP=20 START_RATE=200 benchmarks/overload_pinned.sh   # a shorter ramp to R
 #   SERVER_PYTHONPATH=/path/to/other/src benchmarks/overload_pinned.sh   # another version
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEP=${STEP:-60}
 TAG=${TAG:-now}  # names the reports, e.g. TAG=before with SERVER_PYTHONPATH
+START_RATE=${START_RATE:-50}  # the capacity ramp's first rate (req/s)
 OUT=benchmarks/out/overload
 DATA=$OUT/data
 mkdir -p "$OUT"
@@ -40,7 +42,7 @@ run() {  # run NAME SERVER_CPUS GENERATOR_CPUS WORKERS
   trap 'kill $pid 2>/dev/null' RETURN
   for _ in $(seq 300); do curl -sf localhost:$port/readyz > /dev/null && break; sleep 0.2; done
   local bench=(.venv/bin/spyglass bench overload --url http://127.0.0.1:$port --collection bench
-               --mix vector=1 --step-s "$STEP" --out "$OUT/$name")
+               --mix vector=1 --step-s "$STEP" --start-rate "$START_RATE" --out "$OUT/$name")
   [ -n "$generator_cpus" ] && bench=(taskset -c "$generator_cpus" "${bench[@]}")
   echo "== $name: server on cpus ${server_cpus:-all} ($workers workers), generator on ${generator_cpus:-all}"
   "${bench[@]}"

@@ -35,17 +35,26 @@ def test_two_workers_share_one_exact_cache_in_redis(tmp_path: Path, redis_url: s
             assert client.put(f"{url}/collections/c", json={"dim": 2}).status_code == 201
             items = {"items": [{"id": "far", "vector": [0.0, 1.0]}]}
             assert client.post(f"{url}/collections/c/items", json=items).status_code == 200
-            query = {"vector": [1.0, 0.1], "k": 1}
-            pids = set()
-            for _ in range(40):
-                hits = client.post(f"{url}/collections/c/search", json=query).json()["hits"]
-                assert [h["id"] for h in hits] == ["far"]
-                pids.add(client.get(f"{url}/livez").json()["checks"]["pid"])
+        query = {"vector": [1.0, 0.1], "k": 1}
+        pids = set()
+        searches = 0
+        # Which worker accepts a new connection is the kernel's choice (a quiet machine
+        # may give one worker many in a row): connect until both have answered a search.
+        for _ in range(2000):  # bounded; not a timing assertion
+            with httpx.Client(timeout=30) as connection:  # one connection, so one worker
+                pid = connection.get(f"{url}/livez").json()["checks"]["pid"]
+                found = connection.post(f"{url}/collections/c/search", json=query)
+            assert [h["id"] for h in found.json()["hits"]] == ["far"]
+            searches += 1
+            pids.add(pid)
+            if len(pids) == 2 and searches >= 10:
+                break
+        assert len(pids) == 2, "searches should have reached both workers"
+        with fresh_client() as client:
             metrics = client.get(f"{url}/metrics").text
-            assert len(pids) == 2, "searches should have reached both workers"
             # one miss in all: whichever worker answered later found the first one's entry
             assert counter(metrics, "spyglass_cache_misses_total") == 1
-            assert counter(metrics, "spyglass_cache_hits_total") == 39
+            assert counter(metrics, "spyglass_cache_hits_total") == searches - 1
 
             near = {"items": [{"id": "near", "vector": [1.0, 0.0]}]}
             assert client.post(f"{url}/collections/c/items", json=near).status_code == 200
