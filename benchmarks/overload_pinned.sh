@@ -11,6 +11,7 @@
 #   benchmarks/overload_pinned.sh            # STEP=60 by default; STEP=20 for a quick look
 #   STEP=20 START_RATE=200 benchmarks/overload_pinned.sh   # a shorter ramp to R
 #   SERVER_PYTHONPATH=/path/to/other/src benchmarks/overload_pinned.sh   # another version
+#   ONLY=pinned (or unpinned) benchmarks/overload_pinned.sh                 # one of the two
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEP=${STEP:-60}
@@ -39,7 +40,7 @@ run() {  # run NAME SERVER_CPUS GENERATOR_CPUS WORKERS
   [ -n "$server_cpus" ] && serve=(taskset -c "$server_cpus" "${serve[@]}")
   PYTHONPATH=${SERVER_PYTHONPATH:-} SPYGLASS_CACHE_MAX_BYTES=0 "${serve[@]}" > "$OUT/$name-server.log" 2>&1 &
   local pid=$!
-  trap 'kill $pid 2>/dev/null' RETURN
+  trap 'kill $pid 2>/dev/null || true' RETURN
   for _ in $(seq 300); do curl -sf localhost:$port/readyz > /dev/null && break; sleep 0.2; done
   local bench=(.venv/bin/spyglass bench overload --url http://127.0.0.1:$port --collection bench
                --mix vector=1 --step-s "$STEP" --start-rate "$START_RATE" --out "$OUT/$name")
@@ -49,5 +50,8 @@ run() {  # run NAME SERVER_CPUS GENERATOR_CPUS WORKERS
   kill $pid; wait $pid 2>/dev/null || true
 }
 
-run pinned 1 0 1
-run unpinned "" "" 2
+case ${ONLY:-both} in
+  pinned) run pinned 1 0 1 ;;
+  unpinned) run unpinned "" "" 2 ;;
+  *) run pinned 1 0 1; run unpinned "" "" 2 ;;
+esac

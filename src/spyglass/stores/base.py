@@ -10,12 +10,14 @@ Conventions every store keeps, so that results are the same on every backend:
 
 - ``score`` is "higher is more similar": cosine similarity for ``cosine``, the
   inner product for ``ip``, and minus the Euclidean distance for ``l2``.
-- Hits are ordered by descending score; equal scores by ascending item id
-  (byte order). An exact search keeps that order also at the ``k``-th place: of
-  items tied there, the smaller ids are the ones returned, so exact search over
-  duplicate vectors gives the same ids in the same order on every store. The
-  embedded store counts scores within a relative 1e-5 as equal, since its
-  kernels (FAISS, NumPy) may round the same vector's score differently.
+- Hits are ordered by descending score. An exact search orders equal scores by
+  ascending item id (byte order), also at the ``k``-th place: of items tied
+  there, the smaller ids are the ones returned, so exact search over duplicate
+  vectors gives the same ids in the same order on every store. The embedded
+  store counts scores within a relative 1e-5 as equal, since its kernels (FAISS,
+  NumPy) may round the same vector's score differently. An approximate (HNSW)
+  search promises no order among equal scores: checking for them would cost
+  every search more than the order is worth.
 - A search with a filter returns ``min(k, number of matching items)`` hits.
 - ``version`` is an integer that grows with every write to a collection and is
   never reused, even by a collection deleted and created again under its name.

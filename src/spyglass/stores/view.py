@@ -137,15 +137,14 @@ class View:
         """The hits of each query, best first, at most ``k`` each.
 
         ``allowed`` restricts results to those labels (a filter's matches);
-        ``exact`` forces brute force. Equal scores go by ascending item id, and an
-        exact search widens until it holds every tie at the ``k``-th place. HNSW is
+        ``exact`` forces brute force; it puts equal scores in ascending id order and
+        widens until it holds every tie at the ``k``-th place. HNSW is
         used otherwise; when a filtered HNSW search comes back short of the matches
         it could have returned, the snapshot part is searched exactly, so a filter
         never under-fills.
         """
-        if not exact:
-            approximate = self._search(queries, k, ef, allowed, False)
-            return [self._settle(queries[i], f, k) for i, f in enumerate(approximate)]
+        if not exact:  # an approximate search promises no order among equal scores
+            return self._search(queries, k, ef, allowed, False)
         settled = []
         for i, hits in enumerate(self._search(queries, k + 1, None, allowed, True)):
             fetched = k + 1
