@@ -27,7 +27,7 @@ from spyglass.middleware.body_limit import install_body_limit
 from spyglass.middleware.crash_guard import CrashGuardMiddleware
 from spyglass.middleware.door import install_door
 from spyglass.middleware.rate_limit import install_rate_limit
-from spyglass.middleware.security_headers import install_security_headers
+from spyglass.middleware.security_headers import hsts_value, install_security_headers
 from spyglass.rag.ask import Asker
 from spyglass.rag.sessions import open_sessions
 from spyglass.routes import (
@@ -238,5 +238,4 @@ def install_middleware(app: FastAPI, settings: Settings, ring: KeyRing) -> None:
         app, hsts=settings.hsts, hsts_max_age=settings.hsts_max_age, cors_origins=origins
     )
     install_request_log(app)
-    hsts = f"max-age={settings.hsts_max_age}; includeSubDomains" if settings.hsts else None
-    install_door(app, admission, hsts=hsts)
+    install_door(app, admission, hsts=hsts_value(settings.hsts, settings.hsts_max_age))

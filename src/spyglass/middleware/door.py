@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from spyglass.errors import PROBLEM_CONTENT_TYPE, Unavailable
 from spyglass.middleware.access_log import ACCESS_LOGGER
 from spyglass.middleware.admission import Admission
-from spyglass.middleware.security_headers import API_CSP
+from spyglass.middleware.security_headers import API_CSP, common_headers
 from spyglass.overload.lane import QUEUE_FULL
 
 SUMMARY_EVERY_S = 1.0
@@ -46,13 +46,9 @@ def refusal(name: str, retry_after_s: int, hsts: str | None) -> tuple[Message, M
         (b"content-length", str(len(body)).encode()),
         (b"retry-after", str(retry_after_s).encode()),
         (b"cache-control", b"no-store"),
-        (b"x-content-type-options", b"nosniff"),
-        (b"x-frame-options", b"DENY"),
-        (b"referrer-policy", b"no-referrer"),
         (b"content-security-policy", API_CSP.encode()),
     ]
-    if hsts is not None:
-        headers.append((b"strict-transport-security", hsts.encode()))
+    headers += [(k.lower().encode(), v.encode()) for k, v in common_headers(hsts)]
     start = {"type": "http.response.start", "status": 503, "headers": headers}
     return start, {"type": "http.response.body", "body": body, "more_body": False}
 

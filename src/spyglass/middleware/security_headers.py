@@ -64,6 +64,23 @@ def script_hashes(html: bytes) -> str:
     )
 
 
+def hsts_value(hsts: bool, max_age: int = HSTS_MAX_AGE) -> str | None:
+    """The ``Strict-Transport-Security`` value when ``hsts`` is on, else None."""
+    return f"max-age={max_age}; includeSubDomains" if hsts else None
+
+
+def common_headers(hsts: str | None) -> list[tuple[str, str]]:
+    """The headers every response gets whatever its type (HSTS when given)."""
+    headers = [
+        ("X-Content-Type-Options", "nosniff"),
+        ("X-Frame-Options", "DENY"),
+        ("Referrer-Policy", "no-referrer"),
+    ]
+    if hsts is not None:
+        headers.append(("Strict-Transport-Security", hsts))
+    return headers
+
+
 class SecurityHeadersMiddleware:
     """Adds the security headers to every HTTP response (see the module docstring)."""
 
@@ -76,16 +93,13 @@ class SecurityHeadersMiddleware:
         redoc_path: str | None = "/redoc",
     ) -> None:
         self.app = app
-        self.hsts = f"max-age={hsts_max_age}; includeSubDomains" if hsts else None
+        self.hsts = hsts_value(hsts, hsts_max_age)
         self.swagger_path = swagger_path
         self.redoc_path = redoc_path
 
     def common(self, headers: MutableHeaders) -> None:
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        headers.setdefault("X-Frame-Options", "DENY")
-        headers.setdefault("Referrer-Policy", "no-referrer")
-        if self.hsts is not None:
-            headers.setdefault("Strict-Transport-Security", self.hsts)
+        for name, value in common_headers(self.hsts):
+            headers.setdefault(name, value)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
