@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from typing import Any
 
 import orjson
 from fastapi import FastAPI
@@ -25,7 +26,7 @@ from spyglass.middleware.admission import Budget, install_admission
 from spyglass.middleware.auth import install_auth
 from spyglass.middleware.body_limit import install_body_limit
 from spyglass.middleware.crash_guard import CrashGuardMiddleware
-from spyglass.middleware.door import install_door
+from spyglass.middleware.door import DOOR_STATE, install_door
 from spyglass.middleware.rate_limit import install_rate_limit
 from spyglass.middleware.security_headers import hsts_value, install_security_headers
 from spyglass.rag.ask import Asker
@@ -61,7 +62,7 @@ def create_app(settings: Settings) -> FastAPI:
     admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         app.state.started_at = time.time()
         store = open_store(settings)
         cache = None
@@ -95,6 +96,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.sources = SourceBuilder(engine, settings)
         executor = ThreadPoolExecutor(settings.search_threads, thread_name_prefix="spyglass")
         app.state.executor = executor
+        app.state.admission.open_pools()
         app.state.face_sessions = faces.sessions_for(engine)
         app.state.ready = False
         try:
@@ -104,7 +106,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.ready = True
             if settings.sources:
                 app.state.sources.start()  # /readyz waits for its first build
-            yield
+            yield {DOOR_STATE: app.state.door}  # for the HTTP protocol's door
         finally:
             app.state.sources.join(timeout=10)  # an abandoned build resumes next time
             if llm is not None:
@@ -114,6 +116,7 @@ def create_app(settings: Settings) -> FastAPI:
             if limiter is not None:
                 await limiter.close()
             executor.shutdown(wait=True)
+            app.state.admission.close_pools()
             engine.encoders.close()
             if cache is not None:
                 cache.close()
@@ -151,6 +154,20 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity, as ``taskset`` or a
+    container's cpuset sets it), not every core of the machine."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def cores_per_worker(workers: int) -> int:
+    """The cores each of ``workers`` processes has (0 workers: one per core)."""
+    return max(1, cores() // workers) if workers else 1
+
+
 def app_from_environment() -> FastAPI:
     """The app for a uvicorn worker: settings handed down by ``spyglass serve``."""
     raw = os.environ.get(SETTINGS_ENV)
@@ -176,7 +193,14 @@ def install_middleware(app: FastAPI, settings: Settings, ring: KeyRing) -> None:
     admission = install_admission(
         app,
         search=Budget(
-            settings.admission_search_in_flight,
+            settings.admission_search_in_flight or cores_per_worker(settings.workers),
+            settings.admission_search_queue,
+            wait,
+            settings.search_timeout_s,
+            target,
+        ),
+        encoder_search=Budget(
+            settings.admission_encoder_search_in_flight,
             settings.admission_search_queue,
             wait,
             settings.search_timeout_s,

@@ -110,7 +110,10 @@ class Settings(BaseSettings):
         description="Most items per upsert, ids per delete and queries per batch search.",
     )
     search_threads: int = Field(
-        8, ge=1, description="Threads per worker that run searches and encoding off the event loop."
+        8,
+        ge=1,
+        description="Threads per worker for blocking work other than searches (writes, reads,"
+        " asks); each search lane has threads of its own (`admission_search_in_flight`).",
     )
     encoder_threads: int | None = Field(
         None,
@@ -205,11 +208,18 @@ class Settings(BaseSettings):
         "colors", description="Collection behind the Chromatica route `GET /search`."
     )
 
-    admission_search_in_flight: int = Field(
+    admission_search_in_flight: int | None = Field(
+        None,
+        ge=1,
+        description="Vector searches (collections without an encoder) one worker runs at once,"
+        " each on a thread of its own. Unset: the cores per worker (measured: more threads than"
+        " cores only contend for Python's interpreter lock and queue unseen).",
+    )
+    admission_encoder_search_in_flight: int = Field(
         8,
         ge=1,
-        description="Searches of one lane (vector, text, image, color) one worker runs at"
-        " once; more than `search_threads` would only wait in the thread pool, unseen.",
+        description="Searches one worker runs at once in each encoder lane (text, image,"
+        " color), on the lane's own threads; their queries share the encoder's micro-batches.",
     )
     admission_search_queue: int = Field(
         64, ge=0, description="Search requests that may wait for a slot; beyond this, 503."

@@ -15,7 +15,7 @@ from starlette.routing import Route
 from spyglass import problems
 from spyglass.app import create_app
 from spyglass.middleware.admission import Budget, install_admission
-from spyglass.middleware.door import DoorMiddleware
+from spyglass.middleware.door import DOOR_STATE, Door, DoorMiddleware
 from spyglass.routes.deps import run
 from tests.conftest import test_settings as make_settings
 from tests.middleware.test_admission import ROOMY, Blocker, client_for, until
@@ -46,12 +46,10 @@ def guarded_app(blocker: Blocker) -> tuple[FastAPI, list[str]]:
 
     app.add_middleware(recording)  # type: ignore[arg-type]
     shed: list[tuple[str, str]] = []
-    app.add_middleware(
-        DoorMiddleware,
-        admission=admission,
-        on_shed=lambda name, reason: shed.append((name, reason)),
-        hsts="max-age=60",
+    door = Door(
+        admission, on_shed=lambda name, reason: shed.append((name, reason)), hsts="max-age=60"
     )
+    app.add_middleware(DoorMiddleware, door=door)
     app.state.shed = shed
     return app, reached
 
@@ -159,7 +157,11 @@ async def test_the_engine_tells_admission_each_collections_lane(tmp_path: Path) 
         assert (await client.post("/collections/v/search", json=body)).status_code == 200
         assert app.state.admission.search_lanes == {"v": "search"}
         status = (await client.get("/status")).json()
-        assert {"search", "search-text", "search-image", "search-color"} <= set(
-            status["admission"]
-        )
+        assert {"search", "search-text", "search-image", "search-color"} <= set(status["admission"])
         assert status["admission"]["search"]["admitted"] >= 1
+
+
+async def test_the_app_hands_its_door_to_the_http_protocol(tmp_path: Path) -> None:
+    app = create_app(make_settings(tmp_path / "data"))
+    async with app.router.lifespan_context(app) as state:
+        assert state[DOOR_STATE] is app.state.door  # DoorHttpProtocol reads it there

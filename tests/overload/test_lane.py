@@ -18,13 +18,21 @@ def waiter(decision: Waiter | bool) -> Waiter:
     return decision
 
 
+def overflow(gate: Lane, now: float) -> None:
+    """Fill the queue to its cap and refuse one more: the lane is then overloaded."""
+    while (decision := gate.arrive(now)) is not False:
+        assert isinstance(decision, Waiter) or decision is True
+    assert gate.overloaded(now)
+
+
 def test_free_slots_admit_at_once_then_requests_wait_then_are_refused() -> None:
     gate = lane(limit=2, queue_max=2)
     assert gate.arrive(0.0) is True and gate.arrive(0.0) is True
     first, second = waiter(gate.arrive(0.001)), waiter(gate.arrive(0.002))
     assert first.expires == pytest.approx(0.101)  # a burst may wait a whole interval
-    assert gate.full(0.003) and gate.arrive(0.003) is False
-    assert gate.stats.shed[QUEUE_FULL] == 1
+    assert not gate.overloaded(0.003)
+    assert gate.arrive(0.003) is False
+    assert gate.stats.shed[QUEUE_FULL] == 1 and gate.overloaded(0.003)
     assert (gate.in_flight, len(gate.waiting)) == (2, 2)
     assert second.expires > first.expires
 
@@ -33,20 +41,53 @@ def test_a_burst_is_served_first_come_first_served() -> None:
     gate = lane()
     gate.arrive(0.0)
     waiters = [waiter(gate.arrive(0.01 * i)) for i in range(1, 4)]
-    assert gate.release(0.05, 0.05) is waiters[0]  # queue younger than the interval
+    assert gate.release(0.05, 0.05) is waiters[0]  # the queue never overflowed
     assert waiters[0].granted and gate.in_flight == 1
     assert gate.stats.delays[-1] == pytest.approx(0.04)
 
 
-def test_a_persistent_queue_is_overloaded_and_serves_the_newest_with_short_waits() -> None:
-    gate = lane()
+def test_a_steady_queue_that_never_overflows_is_served_in_order_without_refusals() -> None:
+    gate = lane(limit=1, queue_max=40)
+    gate.arrive(0.0)
+    clients = [waiter(gate.arrive(0.0)) for _ in range(30)]  # 31 clients, one slot
+    now = 0.0
+    for _ in range(300):  # each answered client sends again at once: the queue stays at 30
+        now += 0.001
+        granted = gate.release(now, 0.001)
+        assert granted is clients[0]
+        clients = [*clients[1:], waiter(gate.arrive(now))]
+    assert not gate.overloaded(now) and sum(gate.stats.shed.values()) == 0
+
+
+def test_an_overflowing_queue_is_overloaded_and_serves_the_newest_with_short_waits() -> None:
+    gate = lane(limit=1, queue_max=3)
     gate.arrive(0.0)
     oldest = waiter(gate.arrive(0.0))
-    assert not gate.overloaded(0.099) and gate.overloaded(0.1)
-    newest = waiter(gate.arrive(0.1))
-    assert newest.expires == pytest.approx(0.105)  # target, not interval
-    assert gate.release(0.101, 0.1) is newest  # last in, first out
-    assert gate.release(0.102) is None and oldest.expires == -math.inf  # its wait ran out
+    waiter(gate.arrive(0.0)), waiter(gate.arrive(0.0))
+    assert not gate.overloaded(0.001)
+    assert gate.arrive(0.001) is False  # full: the queue overflows
+    assert gate.overloaded(0.001) and not gate.overloaded(0.101)  # for one interval
+    newest = waiter(gate.arrive(0.002)) if len(gate.waiting) < 3 else None
+    assert newest is None  # still full
+    granted = gate.release(0.003, 0.003)
+    assert granted is not oldest and granted is not None and granted.enqueued == 0.0
+    assert gate.release(0.004) is not oldest  # last in, first out
+
+
+def test_once_overloaded_waiters_older_than_target_are_refused_at_once() -> None:
+    gate = lane(limit=1, queue_max=10)
+    gate.arrive(0.0)
+    burst = [waiter(gate.arrive(0.001 * i)) for i in range(10)]  # may wait 100 ms each
+    assert gate.arrive(0.0095) is False  # overflow: overloaded from now on
+    assert gate.turn_away(0.0125) is False  # the stale ones make way
+    dropped = gate.take_dropped()
+    assert dropped == burst[:8]  # those that came before 0.0075 waited over 5 ms
+    assert all(w.expires == -math.inf and not w.granted for w in dropped)
+    assert gate.stats.shed[QUEUE_DELAY] == 8 and list(gate.waiting) == burst[8:]
+    fresh = waiter(gate.arrive(0.0126))
+    assert fresh.expires == pytest.approx(0.0176)  # target, not interval
+    assert gate.release(0.013, 0.013) is fresh  # the newest first
+    assert gate.take_dropped() == [burst[8]] and list(gate.waiting) == [burst[9]]
 
 
 def test_the_queue_holds_only_what_can_start_within_its_wait() -> None:
@@ -56,47 +97,33 @@ def test_the_queue_holds_only_what_can_start_within_its_wait() -> None:
     gate.release(0.01, 0.01)  # service time 10 ms
     assert gate.queue_cap(0.01) == 20  # 2 slots x 100 ms / 10 ms
     gate.arrive(0.02), gate.arrive(0.02)
-    waiter(gate.arrive(0.02))
-    assert gate.overloaded(0.13) and gate.queue_cap(0.13) == 1  # 2 x 5 ms / 10 ms
-    assert gate.full(0.13) and gate.arrive(0.13) is False
+    overflow(gate, 0.02)
+    assert gate.queue_cap(0.02) == 1  # 2 x 5 ms / 10 ms once overloaded
+    assert gate.turn_away(0.021) and gate.stats.shed[QUEUE_FULL] == 2
 
 
 def test_expired_waiters_are_skipped_and_counted_once() -> None:
     gate = lane()
     gate.arrive(0.0)
     stale = waiter(gate.arrive(0.0))  # may wait until 0.1
-    late = waiter(gate.arrive(0.1))  # overloaded by then: may wait until 0.105
-    fresh = waiter(gate.arrive(0.104))
-    # at 0.11 the waits of `late` and `stale` ran out, their timers not fired yet
-    assert gate.release(0.11, 0.11) is None  # `fresh` too: 0.104 + 5 ms < 0.11
-    assert gate.in_flight == 0 and not gate.waiting
-    assert [w.expires for w in (stale, late, fresh)] == [-math.inf] * 3
-    assert gate.stats.shed[QUEUE_DELAY] == 3
-    for gone in (stale, late, fresh):
-        gate.give_up(gone, 0.12)  # their timers fire now: nothing more to count
-    assert gate.stats.shed[QUEUE_DELAY] == 3
+    fresh = waiter(gate.arrive(0.05))  # until 0.15
+    # at 0.12 the wait of `stale` ran out, its timer not fired yet
+    assert gate.release(0.12, 0.12) is fresh
+    assert stale.expires == -math.inf and gate.stats.shed[QUEUE_DELAY] == 1
+    gate.give_up(stale, 0.13)  # its timer fires now: nothing more to count
+    assert gate.stats.shed[QUEUE_DELAY] == 1
 
 
-def test_when_overloaded_the_newest_live_waiter_gets_the_slot() -> None:
-    gate = lane()
-    gate.arrive(0.0)
-    stale = waiter(gate.arrive(0.0))
-    fresh = waiter(gate.arrive(0.1))
-    assert gate.release(0.102, 0.1) is fresh and fresh.granted
-    assert not stale.granted and list(gate.waiting) == [stale]
-
-
-def test_giving_up_leaves_the_queue_and_an_empty_queue_resets_overload() -> None:
+def test_giving_up_leaves_the_queue() -> None:
     gate = lane()
     gate.arrive(0.0)
     left = waiter(gate.arrive(0.0))
-    assert gate.overloaded(0.2)
-    gate.give_up(left, 0.2)
+    gate.give_up(left, 0.05)
     assert not gate.waiting and gate.stats.shed[QUEUE_DELAY] == 1
-    again = waiter(gate.arrive(0.21))
-    assert not gate.overloaded(0.21) and again.expires == pytest.approx(0.31)
-    assert gate.release(0.22, 0.22) is again
-    assert gate.release(0.23, 0.01) is None and gate.in_flight == 0
+    again = waiter(gate.arrive(0.06))
+    assert again.expires == pytest.approx(0.16)
+    assert gate.release(0.07, 0.07) is again
+    assert gate.release(0.08, 0.01) is None and gate.in_flight == 0
 
 
 def test_no_queue_means_no_waiting_whatever_the_service_time() -> None:
@@ -104,7 +131,8 @@ def test_no_queue_means_no_waiting_whatever_the_service_time() -> None:
     gate.arrive(0.0)
     gate.release(0.001, 0.001)
     assert gate.arrive(0.002) is True
-    assert gate.queue_cap(0.002) == 0 and gate.full(0.002) and gate.arrive(0.002) is False
+    assert gate.queue_cap(0.002) == 0 and gate.turn_away(0.002)
+    assert gate.arrive(0.002) is False and gate.stats.shed[QUEUE_FULL] == 2
 
 
 def test_service_time_is_a_running_mean() -> None:

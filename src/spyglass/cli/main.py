@@ -98,13 +98,13 @@ def demo(**overrides: Any) -> None:
 def run_server(settings: Settings) -> None:
     import uvicorn
 
-    from spyglass.app import SETTINGS_ENV
+    from spyglass.app import SETTINGS_ENV, cores
     from spyglass.auth.guard import open_server_warning
     from spyglass.metrics import multiproc_dir
     from spyglass.middleware.access_log import log_config
 
     if settings.workers == 0:
-        settings = settings.model_copy(update={"workers": os.cpu_count() or 1})
+        settings = settings.model_copy(update={"workers": cores()})
     warning = open_server_warning(settings)  # refuses an open server on a public address
     os.environ[SETTINGS_ENV] = settings_json(settings)
     where = masked_settings(settings)["store"] if settings.store else settings.data_dir
@@ -120,6 +120,7 @@ def run_server(settings: Settings) -> None:
         uvicorn.run(
             "spyglass.app:app_from_environment",
             factory=True,
+            http="spyglass.overload.http_protocol:DoorHttpProtocol",
             host=settings.host,
             port=settings.port,
             workers=settings.workers,

@@ -41,6 +41,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,7 +95,7 @@ class Budget:
         if self.timeout_s is not None and self.timeout_s <= 0:
             raise ValueError(f"invalid admission budget {self}")
 
-    def lane(self, name: str, now: float) -> Lane:
+    def lane(self, name: str) -> Lane:
         interval = max(self.wait_ms, 0.001) / 1000
         target = min(self.target_ms / 1000, interval)
         return Lane(
@@ -103,7 +104,6 @@ class Budget:
             queue_max=self.queue,
             target_s=target,
             interval_s=interval,
-            now=now,
         )
 
 
@@ -172,12 +172,16 @@ class Gate:
         self.budget = budget
         self.lane = lane
         self.stats = ClassStats(lane)
+        self.executor: ThreadPoolExecutor | None = None
+        """The lane's own threads, one per slot, if it has them (searches do): the slots
+        admission grants are then the threads that run the work."""
 
     async def acquire(self) -> Slot | str:
         """A slot, at once or after a wait; else why not (``queue_full``, ``queue_delay``)."""
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         decision = self.lane.arrive(now)
+        self._wake_dropped()
         if decision is True:
             return Slot(self, now, 0.0)
         if decision is False:
@@ -201,8 +205,22 @@ class Gate:
         when its request began (its service time is measured), None if it never ran."""
         now = time.monotonic()
         waiter = self.lane.release(now, None if started is None else now - started)
+        self._wake_dropped()
         if waiter is not None:
             waiter.handle.set_result(None)
+
+    def turn_away(self) -> bool:
+        """Whether a request arriving now is refused at once (see :meth:`Lane.turn_away`)."""
+        refused = self.lane.turn_away(time.monotonic())
+        self._wake_dropped()
+        return refused
+
+    def _wake_dropped(self) -> None:
+        """Answer at once the waiters the lane refused, instead of at their timers."""
+        if self.lane.dropped:
+            for waiter in self.lane.take_dropped():
+                if not waiter.handle.done():
+                    waiter.handle.set_result(None)
 
     def _leave(self, waiter: Waiter, now: float) -> None:
         if waiter.granted:  # granted just as we gave up: pass the slot on
@@ -225,8 +243,7 @@ class Admission:
     stats: dict[str, ClassStats] = field(init=False)
 
     def __post_init__(self) -> None:
-        now = time.monotonic()  # the event loop's clock (asyncio uses time.monotonic)
-        self.gates = {name: Gate(b, b.lane(name, now)) for name, b in self.budgets.items()}
+        self.gates = {name: Gate(b, b.lane(name)) for name, b in self.budgets.items()}
         self.stats = {name: gate.stats for name, gate in self.gates.items()}
         self.search_lanes: dict[str, str] = {}
 
@@ -245,6 +262,22 @@ class Admission:
         lane = search_lane(encoder)
         if lane in self.gates and self.search_lanes.get(collection) != lane:
             self.search_lanes[collection] = lane
+
+    def open_pools(self) -> None:
+        """Give each search lane threads of its own, as many as its slots (at start-up)."""
+        for name in {SEARCH, *SEARCH_LANES.values()}:
+            gate = self.gates.get(name)
+            if gate is not None and gate.executor is None:
+                gate.executor = ThreadPoolExecutor(
+                    gate.lane.limit, thread_name_prefix=f"spyglass-{name}"
+                )
+
+    def close_pools(self) -> None:
+        """Wait for the search lanes' threads to finish (at shutdown)."""
+        for gate in self.gates.values():
+            if gate.executor is not None:
+                gate.executor.shutdown(wait=True)
+                gate.executor = None
 
     def snapshot(self) -> dict[str, Any]:
         """Every lane's state, for ``/status``."""
@@ -293,8 +326,10 @@ class AdmissionMiddleware:
         async def receive_watching() -> Message:
             nonlocal watcher
             message = await receive()
-            if watcher is None and message["type"] == "http.request" and not message.get(
-                "more_body", False
+            if (
+                watcher is None
+                and message["type"] == "http.request"
+                and not message.get("more_body", False)
             ):  # the whole body is in: from now on the client can only go away
                 watcher = asyncio.ensure_future(_watch_disconnect(receive, deadline))
             return message
@@ -348,14 +383,15 @@ def install_admission(
     other: Budget,
     ask: Budget | None = None,
     admin: Budget | None = None,
+    encoder_search: Budget | None = None,
     retry_after_s: int = 1,
 ) -> Admission:
     """Add admission control to ``app`` (before it starts) and store it as
-    ``app.state.admission``; ``ask`` and ``admin`` default to the ``other`` budget (each
-    its own gate)."""
+    ``app.state.admission``; ``ask`` and ``admin`` default to the ``other`` budget,
+    ``encoder_search`` (each encoder's search lane) to ``search``, each its own gate."""
     budgets = {
         SEARCH: search,
-        **dict.fromkeys(set(SEARCH_LANES.values()), search),
+        **dict.fromkeys(set(SEARCH_LANES.values()), encoder_search or search),
         INGEST: ingest,
         ASK: ask or other,
         OTHER: other,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import orjson
 from fastapi import FastAPI
@@ -35,10 +36,24 @@ from spyglass.middleware.security_headers import API_CSP, common_headers
 from spyglass.overload.lane import QUEUE_FULL
 
 SUMMARY_EVERY_S = 1.0
+DOOR_STATE = "spyglass.door"
+"""The lifespan state key under which the app hands its :class:`Door` to the server."""
 
 
-def refusal(name: str, retry_after_s: int, hsts: str | None) -> tuple[Message, Message]:
-    """The start and body messages of the door's 503 for route class ``name``."""
+@dataclass(frozen=True)
+class Refusal:
+    """The door's 503 for one route class, encoded once: as ASGI messages, and as the
+    header lines and body an HTTP server writes itself (without status line, its
+    own ``date``/``server`` headers, or the blank line)."""
+
+    start: Message
+    body: Message
+    header_lines: bytes
+    content: bytes
+
+
+def refusal(name: str, retry_after_s: int, hsts: str | None) -> Refusal:
+    """The door's 503 for route class ``name``."""
     detail = f"the server is at capacity for {name} requests; retry later"
     body = orjson.dumps(Unavailable(detail).to_problem())
     headers = [
@@ -49,21 +64,24 @@ def refusal(name: str, retry_after_s: int, hsts: str | None) -> tuple[Message, M
         (b"content-security-policy", API_CSP.encode()),
     ]
     headers += [(k.lower().encode(), v.encode()) for k, v in common_headers(hsts)]
-    start = {"type": "http.response.start", "status": 503, "headers": headers}
-    return start, {"type": "http.response.body", "body": body, "more_body": False}
+    return Refusal(
+        start={"type": "http.response.start", "status": 503, "headers": headers},
+        body={"type": "http.response.body", "body": body, "more_body": False},
+        header_lines=b"".join(k + b": " + v + b"\r\n" for k, v in headers),
+        content=body,
+    )
 
 
-class DoorMiddleware:
-    """Refuses, at once and cheaply, what the request's lane is too full to take."""
+class Door:
+    """Decides, from the method and path alone, whether a request's lane is too full to
+    take it, and counts and summarizes what it refuses."""
 
     def __init__(
         self,
-        app: ASGIApp,
         admission: Admission,
         on_shed: Callable[[str, str], None] | None = None,
         hsts: str | None = None,
     ) -> None:
-        self.app = app
         self.admission = admission
         self.on_shed = on_shed
         self.answers = {
@@ -73,19 +91,13 @@ class DoorMiddleware:
         self._refused: dict[str, int] = {}
         self._since: float | None = None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            name, gate = self.admission.gate_for(scope["method"], scope["path"])
-            if gate is not None:
-                now = time.monotonic()
-                if gate.lane.full(now):
-                    gate.lane.stats.shed[QUEUE_FULL] += 1
-                    start, body = self.answers[name]
-                    await send(start)
-                    await send(body)
-                    self._count(name, now)
-                    return
-        await self.app(scope, receive, send)
+    def refuse(self, method: str, path: str) -> Refusal | None:
+        """The answer for a request refused here (counted), or None to let it in."""
+        name, gate = self.admission.gate_for(method, path)
+        if gate is None or not gate.turn_away():
+            return None
+        self._count(name, time.monotonic())
+        return self.answers[name]
 
     def _count(self, name: str, now: float) -> None:
         if self.on_shed is not None:
@@ -109,12 +121,32 @@ class DoorMiddleware:
         self._since = now
 
 
-def install_door(app: FastAPI, admission: Admission, *, hsts: str | None = None) -> None:
-    """Add the door outside every other layer (call it after adding them all)."""
+class DoorMiddleware:
+    """Refuses, at once and cheaply, what the request's lane is too full to take.
+
+    Under ``spyglass serve`` most refusals happen earlier still, in the HTTP protocol
+    (:mod:`spyglass.overload.http_protocol`), before the request is a task; this layer
+    refuses the rest, and all of them under any other ASGI server."""
+
+    def __init__(self, app: ASGIApp, door: Door) -> None:
+        self.app = app
+        self.door = door
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            answer = self.door.refuse(scope["method"], scope["path"])
+            if answer is not None:
+                await send(answer.start)
+                await send(answer.body)
+                return
+        await self.app(scope, receive, send)
+
+
+def install_door(app: FastAPI, admission: Admission, *, hsts: str | None = None) -> Door:
+    """Add the door outside every other layer (call it after adding them all) and
+    store it as ``app.state.door``."""
     metrics = getattr(app.state, "metrics", None)
-    app.add_middleware(
-        DoorMiddleware,
-        admission=admission,
-        on_shed=None if metrics is None else metrics.door_refused,
-        hsts=hsts,
-    )
+    door = Door(admission, None if metrics is None else metrics.door_refused, hsts)
+    app.state.door = door
+    app.add_middleware(DoorMiddleware, door=door)
+    return door

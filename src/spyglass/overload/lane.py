@@ -1,20 +1,25 @@
 """One route class's share of a worker: a concurrency limit and a short, self-timing queue.
 
 A :class:`Lane` runs at most ``limit`` requests at once; others wait in a queue
-whose discipline follows CoDel's two delays (``target``, ``interval``) the way
-Facebook's RPC servers apply them ("adaptive LIFO"):
+that follows CoDel's two delays (``target``, ``interval``) with the "adaptive
+LIFO" of Facebook's RPC servers:
 
-- while the queue has been empty at some point in the last ``interval``, it is a
-  burst: a newcomer may wait up to ``interval``, first come first served;
-- once the queue has not been empty for a whole ``interval``, the lane is
-  *overloaded*: a newcomer may wait only ``target``, and the newest waiter is
-  served first (last in, first out), so the requests that run are fresh ones and
-  the old ones, which their clients may have given up on, are refused.
+- a burst may wait up to ``interval``, first come first served. A queue that
+  holds steady (a few dozen clients that each send again once answered) is
+  served in order and nobody is refused: the server is at its capacity, not past
+  it;
+- once the queue has *overflowed* (a request was refused because it was full)
+  within the last ``interval``, the lane is *overloaded*: arrivals outrun the
+  service, and a longer queue would only add delay. No request may then wait
+  longer than ``target`` (those that have, the burst's included, are refused at
+  once), and the newest waiter is served first (last in, first out), so the
+  requests that run are fresh and the ones refused are those whose clients may
+  have given up already.
 
-The queue is also bounded by how many requests can start within the wait a
-newcomer would get: ``limit x wait / service time`` (the mean service time is
-measured), so a request that would only time out in the queue is refused at
-once, at the door, before any of its work is done.
+The queue is bounded by how many requests can start within the wait a newcomer
+would get: ``limit x wait / service time`` (the mean service time is measured),
+so a request that would only time out in the queue is refused at once, at the
+door, before any of its work is done.
 
 Pure bookkeeping: no asyncio, no clock of its own (every method takes ``now``,
 monotonic seconds), so tests drive it step by step. The asyncio side is in
@@ -68,7 +73,6 @@ class Lane:
         queue_max: int,
         target_s: float = 0.005,
         interval_s: float = 0.1,
-        now: float = 0.0,
     ) -> None:
         if limit < 1 or queue_max < 0 or not 0 < target_s <= interval_s:
             raise ValueError(f"invalid lane {name}: limit {limit}, queue {queue_max}")
@@ -79,13 +83,16 @@ class Lane:
         self.interval_s = interval_s
         self.in_flight = 0
         self.waiting: deque[Waiter] = deque()
-        self.last_empty = now
+        self.last_overflow = -math.inf
         self.service_s: float | None = None
         self.stats = LaneStats()
+        self.dropped: list[Waiter] = []
+        """Waiters refused while they waited (too old once overloaded), for the asyncio
+        side to wake: see :meth:`take_dropped`."""
 
     def overloaded(self, now: float) -> bool:
-        """Whether the queue has not been empty for a whole ``interval``."""
-        return bool(self.waiting) and now - self.last_empty >= self.interval_s
+        """Whether the queue has overflowed within the last ``interval``."""
+        return now - self.last_overflow < self.interval_s
 
     def wait_s(self, now: float) -> float:
         """How long a request arriving now may wait: ``target`` when overloaded."""
@@ -98,11 +105,17 @@ class Lane:
         starts = self.limit * self.wait_s(now) / max(self.service_s, 1e-6)
         return min(self.queue_max, max(1, math.ceil(starts)))
 
-    def full(self, now: float) -> bool:
-        """Whether a request arriving now would be refused at once (the door's test)."""
+    def turn_away(self, now: float) -> bool:
+        """Whether a request arriving now is refused at once (the door's test); if so, it
+        is counted as shed with ``queue_full``."""
         if self.in_flight < self.limit and not self.waiting:
             return False
-        return len(self.waiting) >= self.queue_cap(now)
+        self._drop_stale(now)
+        if len(self.waiting) < self.queue_cap(now):
+            return False
+        self.stats.shed[QUEUE_FULL] += 1
+        self.last_overflow = now
+        return True
 
     def arrive(self, now: float) -> Waiter | bool:
         """True: run now. A :class:`Waiter`: wait for :meth:`release` to grant it, until
@@ -112,11 +125,8 @@ class Lane:
             self.stats.admitted += 1
             self.stats.delays.append(0.0)
             return True
-        if len(self.waiting) >= self.queue_cap(now):
-            self.stats.shed[QUEUE_FULL] += 1
+        if self.turn_away(now):
             return False
-        if not self.waiting:
-            self.last_empty = now
         waiter = Waiter(enqueued=now, expires=now + self.wait_s(now))
         self.waiting.append(waiter)
         return waiter
@@ -129,11 +139,9 @@ class Lane:
             self.service_s = (
                 service_s if previous is None else previous + SERVICE_ALPHA * (service_s - previous)
             )
-        overloaded = self.overloaded(now)
+        overloaded = self._drop_stale(now)
         while self.waiting:
             waiter = self.waiting.pop() if overloaded else self.waiting.popleft()
-            if not self.waiting:
-                self.last_empty = now
             if waiter.expires < now:  # its own timer has not fired yet
                 self.stats.shed[QUEUE_DELAY] += 1
                 waiter.expires = -math.inf  # marks it refused for the asyncio side
@@ -145,13 +153,29 @@ class Lane:
         self.in_flight -= 1
         return None
 
+    def take_dropped(self) -> list[Waiter]:
+        """The waiters refused since the last call, whose requests should now be answered."""
+        dropped, self.dropped = self.dropped, []
+        return dropped
+
+    def _drop_stale(self, now: float) -> bool:
+        """If overloaded, refuse the waiters that have waited ``target`` or longer (the
+        oldest, at the front); whether the lane is overloaded."""
+        if not self.overloaded(now):
+            return False
+        oldest = now - self.target_s
+        while self.waiting and self.waiting[0].enqueued <= oldest:
+            waiter = self.waiting.popleft()
+            self.stats.shed[QUEUE_DELAY] += 1
+            waiter.expires = -math.inf
+            self.dropped.append(waiter)
+        return True
+
     def give_up(self, waiter: Waiter, now: float) -> None:
         """A waiter's wait ran out (or its request went away) before it was granted."""
         if waiter.granted or waiter.expires == -math.inf:
             return
         self.waiting.remove(waiter)
-        if not self.waiting:
-            self.last_empty = now
         self.stats.shed[QUEUE_DELAY] += 1
         waiter.expires = -math.inf
 

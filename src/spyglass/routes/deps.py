@@ -22,7 +22,8 @@ def engine(request: Request) -> Engine:
 
 
 async def run(request: Request, fn: Callable[..., T], *args: Any) -> T:
-    """Run ``fn`` in the worker's bounded thread pool (store I/O, FAISS, models).
+    """Run ``fn`` off the event loop (store I/O, FAISS, models): on the threads of the
+    request's admission lane if it has its own (searches), else on the worker's pool.
 
     ``fn`` runs in a copy of the request's context, so it sees the request's
     deadline (:mod:`spyglass.overload.deadline`). The request's admission slot, if
@@ -40,7 +41,8 @@ async def run(request: Request, fn: Callable[..., T], *args: Any) -> T:
             request.app.state.executor, functools.partial(context.run, fn, *args)
         )
     slot.hold()  # admission's slot stays taken until the thread is done, cancelled or not
-    done = request.app.state.executor.submit(context.run, fn, *args)
+    executor = slot.gate.executor or request.app.state.executor
+    done = executor.submit(context.run, fn, *args)
     done.add_done_callback(lambda _: _drop_soon(loop, slot))
     return await asyncio.wrap_future(done, loop=loop)
 
