@@ -22,9 +22,17 @@ import urllib.parse
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from spyglass.middleware.door import DOOR_STATE, Door
+from spyglass.middleware.door import DOOR_STATE, Door, Refusal
 
 STATUS_LINE = b"HTTP/1.1 503 Service Unavailable\r\n"
+
+
+class _Wires:
+    """Encoded refusals for the server's default headers of the moment (it makes a new
+    list when the ``date`` changes; holding it keeps its identity from being reused)."""
+
+    defaults: object = None
+    wires: dict[tuple[int, bool, bool], bytes] = {}
 
 
 class DoorHttpProtocol(HttpToolsProtocol):
@@ -61,19 +69,31 @@ class DoorHttpProtocol(HttpToolsProtocol):
             and self.parser.should_keep_alive()
             and not self.expect_100_continue
         )
-        lines = [STATUS_LINE]
-        for name, value in self.server_state.default_headers:
-            lines += (name, b": ", value, b"\r\n")
-        lines.append(answer.header_lines)
-        if not keep_alive:
-            lines.append(b"connection: close\r\n")
-        lines.append(b"\r\n")
-        if method != "HEAD":
-            lines.append(answer.content)
-        self.transport.write(b"".join(lines))
+        self.transport.write(self._wire(answer, keep_alive, method == "HEAD"))
         if not keep_alive:
             self.transport.close()
         self.on_response_complete()
+
+    def _wire(self, answer: Refusal, keep_alive: bool, head: bool) -> bytes:
+        """The whole response, kept while the server's ``date`` header stays the same."""
+        defaults = self.server_state.default_headers
+        if defaults is not _Wires.defaults:
+            _Wires.defaults, _Wires.wires = defaults, {}
+        cache = _Wires.wires
+        key = (id(answer), keep_alive, head)
+        wire = cache.get(key)
+        if wire is None:
+            lines = [STATUS_LINE]
+            for name, value in defaults:
+                lines += (name, b": ", value, b"\r\n")
+            lines.append(answer.header_lines)
+            if not keep_alive:
+                lines.append(b"connection: close\r\n")
+            lines.append(b"\r\n")
+            if not head:
+                lines.append(answer.content)
+            wire = cache[key] = b"".join(lines)
+        return wire
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
