@@ -116,20 +116,6 @@ def test_pipelined_requests_are_answered_in_order(full_server: Server) -> None:
         assert statuses == [503, 200, 503, 200]
 
 
-def test_a_head_refusal_has_no_body(full_server: Server) -> None:
-    with connect(full_server) as sock:
-        # GET/HEAD /search (the palette search) draws on the same, full, search lane
-        sock.sendall(request("HEAD", "/search?colors=ff0000") + request("GET", "/livez"))
-        data = b""
-        while data.count(b"HTTP/1.1 ") < 2 or not data.endswith(b"}"):
-            chunk = sock.recv(65536)
-            assert chunk, data
-            data += chunk
-        first, second = data.split(b"HTTP/1.1 ")[1:]
-        assert first.startswith(b"503") and first.endswith(b"\r\n\r\n")  # headers only
-        assert b"content-length: " in first and second.startswith(b"200")
-
-
 @pytest.mark.parametrize(
     "version, extra",
     [("1.0", ""), ("1.1", "Connection: close\r\n"), ("1.1", "Expect: 100-continue\r\n")],

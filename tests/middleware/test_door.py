@@ -15,7 +15,8 @@ from starlette.routing import Route
 from spyglass import problems
 from spyglass.app import create_app
 from spyglass.middleware.admission import Budget, install_admission
-from spyglass.middleware.door import DOOR_STATE, Door, DoorMiddleware
+from spyglass.middleware.door import DOOR_STATE, Door, DoorMiddleware, refusal
+from spyglass.overload.http_protocol import encode
 from spyglass.routes.deps import run
 from tests.conftest import test_settings as make_settings
 from tests.middleware.test_admission import ROOMY, Blocker, client_for, until
@@ -165,3 +166,30 @@ async def test_the_app_hands_its_door_to_the_http_protocol(tmp_path: Path) -> No
     app = create_app(make_settings(tmp_path / "data"))
     async with app.router.lifespan_context(app) as state:
         assert state[DOOR_STATE] is app.state.door  # DoorHttpProtocol reads it there
+
+
+def test_the_protocol_writes_the_same_refusal_as_the_asgi_door() -> None:
+    answer = refusal("search", 2, None)
+    defaults = [(b"date", b"Mon, 07 Dec 2026 05:00:00 GMT"), (b"server", b"uvicorn")]
+    wire = encode(answer, defaults, keep_alive=True, head=False)
+    head, _, body = wire.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    assert status == b"HTTP/1.1 503 Service Unavailable" and body == answer.content
+    headers = [tuple(line.split(b": ", 1)) for line in lines]
+    assert headers == [*defaults, *answer.start["headers"]]
+    assert (b"retry-after", b"2") in headers and (
+        b"content-length",
+        str(len(body)).encode(),
+    ) in headers
+    closing = encode(answer, defaults, keep_alive=False, head=True)
+    assert closing.endswith(b"connection: close\r\n\r\n")  # HEAD: headers only
+    assert b"content-length: " + str(len(body)).encode() in closing
+
+
+def test_searches_that_name_no_collection_draw_on_their_models_lane() -> None:
+    app = FastAPI()
+    admission = install_admission(app, search=ROOMY, ingest=ROOMY, other=ROOMY)
+    assert admission.gate_for("GET", "/search")[0] == "search-color"  # Chromatica
+    assert admission.gate_for("POST", "/search_by_image")[0] == "search-image"
+    assert admission.gate_for("POST", "/upload")[0] == "search-image"
+    assert admission.gate_for("POST", "/v1/embeddings")[0] == "search-text"

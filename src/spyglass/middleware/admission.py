@@ -59,6 +59,7 @@ from spyglass.middleware.route_class import (
     OTHER,
     SEARCH,
     SEARCH_LANES,
+    TOP_SEARCH_LANES,
     collection_of,
     route_class,
     search_lane,
@@ -255,6 +256,8 @@ class Admission:
             collection = collection_of(path)
             if collection is not None:
                 name = self.search_lanes.get(collection, SEARCH)
+            else:
+                name = TOP_SEARCH_LANES.get(path, SEARCH)
         return name, self.gates.get(name)
 
     def learn(self, collection: str, encoder: str) -> None:

@@ -50,6 +50,16 @@ SEARCH_LANES: Final = {
     "color": "search-color",
 }
 
+#: The lanes of the search routes that name no collection (the compatibility routes of
+#: the apps Spyglass replaces, and OpenAI's), by what their model costs.
+TOP_SEARCH_LANES: Final = {
+    "/search": "search-color",  # Chromatica's palette search
+    "/search_by_image": "search-image",  # Find This Fit
+    "/search_by_text": "search-image",  # Find This Fit, CLIP's text tower
+    "/upload": "search-image",  # face lookup
+    "/v1/embeddings": "search-text",
+}
+
 _HEALTH_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
 _ADMIN_PATHS = frozenset({"/status", "/admin", "/build"})
 # POST /collections/{name}/<rest>

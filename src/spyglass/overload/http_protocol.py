@@ -75,24 +75,14 @@ class DoorHttpProtocol(HttpToolsProtocol):
         self.on_response_complete()
 
     def _wire(self, answer: Refusal, keep_alive: bool, head: bool) -> bytes:
-        """The whole response, kept while the server's ``date`` header stays the same."""
+        """The whole response, kept while the server's default headers stay the same."""
         defaults = self.server_state.default_headers
         if defaults is not _Wires.defaults:
             _Wires.defaults, _Wires.wires = defaults, {}
-        cache = _Wires.wires
         key = (id(answer), keep_alive, head)
-        wire = cache.get(key)
+        wire = _Wires.wires.get(key)
         if wire is None:
-            lines = [STATUS_LINE]
-            for name, value in defaults:
-                lines += (name, b": ", value, b"\r\n")
-            lines.append(answer.header_lines)
-            if not keep_alive:
-                lines.append(b"connection: close\r\n")
-            lines.append(b"\r\n")
-            if not head:
-                lines.append(answer.content)
-            wire = cache[key] = b"".join(lines)
+            wire = _Wires.wires[key] = encode(answer, defaults, keep_alive=keep_alive, head=head)
         return wire
 
     def on_body(self, body: bytes) -> None:
@@ -102,3 +92,20 @@ class DoorHttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         if not self._refused:
             super().on_message_complete()
+
+
+def encode(
+    answer: Refusal, defaults: list[tuple[bytes, bytes]], *, keep_alive: bool, head: bool
+) -> bytes:
+    """``answer`` as HTTP/1.1 bytes after the server's ``defaults`` headers (``date``,
+    ``server``); no body for a HEAD request, ``Connection: close`` unless ``keep_alive``."""
+    lines = [STATUS_LINE]
+    for name, value in defaults:
+        lines += (name, b": ", value, b"\r\n")
+    lines.append(answer.header_lines)
+    if not keep_alive:
+        lines.append(b"connection: close\r\n")
+    lines.append(b"\r\n")
+    if not head:
+        lines.append(answer.content)
+    return b"".join(lines)
