@@ -6,8 +6,8 @@ LIFO" of Facebook's RPC servers:
 
 - a burst may wait up to ``interval``, first come first served. A queue that
   holds steady (a few dozen clients that each send again once answered) is
-  served in order and nobody is refused: the server is at its capacity, not past
-  it;
+  served in order and nobody is refused while it never overflows: the server is
+  at its capacity, not past it;
 - once the queue has *overflowed* (a request was refused because it was full)
   within the last ``interval``, the lane is *overloaded*: arrivals outrun the
   service, and a longer queue would only add delay. No request may then wait
