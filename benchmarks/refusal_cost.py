@@ -122,8 +122,10 @@ async def measure(args: argparse.Namespace) -> None:
                 holder.cancel()
                 await asyncio.gather(holder, return_exceptions=True)
     search, refusal = statistics.median(searches), statistics.median(refusals)
-    print(f"code {code_version()}; {args.items:,} x {DIM} vectors; {args.n:,} calls x "
-          f"{args.rounds} rounds, in-process ASGI")
+    print(
+        f"code {code_version()}; {args.items:,} x {DIM} vectors; {args.n:,} calls x "
+        f"{args.rounds} rounds, in-process ASGI"
+    )
     print(f"vector search: {search:8.1f} µs CPU per request (median round)")
     print(f"503 refusal:   {refusal:8.1f} µs CPU per request (median round)")
     print(f"refusal / search = {refusal / search:.1%} (target <= 5%)")
@@ -134,9 +136,7 @@ async def put_collection(app: Any, rng: np.random.Generator, items: int) -> None
     assert created in {200, 201}, created
     vectors = rng.normal(size=(items, DIM)).astype(np.float32)
     for start in range(0, items, 1000):
-        batch = [
-            {"id": str(i), "vector": vectors[i].tolist()} for i in range(start, start + 1000)
-        ]
+        batch = [{"id": str(i), "vector": vectors[i].tolist()} for i in range(start, start + 1000)]
         body = orjson.dumps({"items": batch})
         assert await call(app, "/collections/bench/items", body) == 200
 

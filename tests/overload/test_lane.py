@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from spyglass.overload.lane import QUEUE_DELAY, QUEUE_FULL, Lane, Waiter
+from spyglass.overload.lane import HOLD_INTERVALS, QUEUE_DELAY, QUEUE_FULL, Lane, Waiter
 
 
 def lane(limit: int = 1, queue_max: int = 10) -> Lane:
@@ -118,8 +118,8 @@ def test_giving_up_leaves_the_queue() -> None:
     gate = lane()
     gate.arrive(0.0)
     left = waiter(gate.arrive(0.0))
-    gate.give_up(left, 0.05)
-    assert not gate.waiting and gate.stats.shed[QUEUE_DELAY] == 1
+    gate.give_up(left, 0.05, expired=False)  # its client went away
+    assert not gate.waiting and gate.stats.shed[QUEUE_DELAY] == 1 and not gate.overloaded(0.05)
     again = waiter(gate.arrive(0.06))
     assert again.expires == pytest.approx(0.16)
     assert gate.release(0.07, 0.07) is again
@@ -135,14 +135,64 @@ def test_no_queue_means_no_waiting_whatever_the_service_time() -> None:
     assert gate.arrive(0.002) is False and gate.stats.shed[QUEUE_FULL] == 2
 
 
-def test_service_time_is_a_running_mean() -> None:
+def test_service_time_is_a_running_mean_and_the_uncontended_one_the_lowest() -> None:
     gate = lane(limit=4)
     for _ in range(4):
         gate.arrive(0.0)
     gate.release(0.0, 0.010)
-    assert gate.service_s == pytest.approx(0.010)
+    assert gate.service_s == pytest.approx(0.010) and gate.base_s(0.0) == pytest.approx(0.010)
     gate.release(0.0, 0.030)
-    assert 0.010 < (gate.service_s or 0) < 0.030
+    assert 0.010 < (gate.service_s or 0) < 0.030 and gate.base_s(0.0) == pytest.approx(0.010)
+    assert gate.base_s(60.0) == pytest.approx(0.020)  # forgotten slowly: doubles a minute
+    gate.release(60.0, 0.015)  # lower than the forgotten one: taken
+    assert gate.base_s(60.0) == pytest.approx(0.015)
+
+
+def test_a_wait_of_a_whole_interval_counts_as_an_overflow_a_short_one_does_not() -> None:
+    gate = lane(limit=1, queue_max=10)
+    gate.arrive(0.0)
+    slow = waiter(gate.arrive(0.0))
+    gate.give_up(slow, 0.1)  # its timer: it waited the whole interval
+    assert gate.overloaded(0.1) and gate.stats.shed[QUEUE_DELAY] == 1
+    short = waiter(gate.arrive(0.1))  # overloaded: may wait 5 ms
+    gate.give_up(short, 0.106)
+    assert gate.last_overflow == 0.1  # a 5 ms wait running out renews nothing
+
+
+def test_a_long_overload_reopens_the_burst_queue_and_resending_clients_then_fit() -> None:
+    gate = lane(limit=1, queue_max=64)
+    for service_s in [0.001] + [0.02] * 40:  # uncontended: 1 ms (a burst queue of 64),
+        gate.arrive(0.0)  # but refusals slowed the service: the running mean is 20 ms
+        gate.release(0.001, service_s)
+    assert gate.queue_cap(0.001) == 64 and gate._cap(0.1, gate.service_s) < 16
+    now = 0.001
+    assert gate.arrive(now) is True
+    waiting = [waiter(gate.arrive(now)) for _ in range(15)]  # 16 clients, one slot
+    gate._overflow(now)  # a stall made the queue overflow once: overloaded
+    refused_at: list[float] = []
+    senders = 0  # clients answered or refused, sending again at once
+    while now < 8.0:  # one tick per ms
+        now += 0.001
+        granted = gate.release(now)
+        dropped = gate.take_dropped()
+        waiting = [w for w in waiting if w is not granted and w not in dropped]
+        expired = [w for w in waiting if w.expires < now]
+        for w in expired:
+            gate.give_up(w, now)
+        waiting = [w for w in waiting if w not in expired]
+        refused_at += [now] * (len(dropped) + len(expired))
+        senders += 1 + len(dropped) + len(expired)
+        for _ in range(senders):
+            decision = gate.arrive(now)
+            if decision is False:
+                refused_at.append(now)
+                continue
+            if isinstance(decision, Waiter):
+                waiting.append(decision)
+            senders -= 1
+    hold = gate.interval_s * HOLD_INTERVALS
+    assert refused_at and hold <= max(refused_at) < hold + 0.2  # refused until it reopened
+    assert not gate.overloaded(now) and len(waiting) == 15  # then served in order
 
 
 def test_snapshot_reports_the_state() -> None:

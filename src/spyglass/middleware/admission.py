@@ -193,12 +193,12 @@ class Gate:
         try:
             await asyncio.wait((waiter.handle,), timeout=max(0.0, waiter.expires - now))
         except BaseException:  # cancelled while waiting: leave the line cleanly
-            self._leave(waiter, time.monotonic())
+            self._leave(waiter, time.monotonic(), expired=False)
             raise
         now = time.monotonic()
         if waiter.granted:
             return Slot(self, now, now - waiter.enqueued)
-        self._leave(waiter, now)
+        self._leave(waiter, now, expired=True)
         return QUEUE_DELAY
 
     def release(self, started: float | None) -> None:
@@ -223,11 +223,11 @@ class Gate:
                 if not waiter.handle.done():
                     waiter.handle.set_result(None)
 
-    def _leave(self, waiter: Waiter, now: float) -> None:
+    def _leave(self, waiter: Waiter, now: float, *, expired: bool) -> None:
         if waiter.granted:  # granted just as we gave up: pass the slot on
             self.release(None)
         else:
-            self.lane.give_up(waiter, now)
+            self.lane.give_up(waiter, now, expired=expired)
 
 
 @dataclass

@@ -4,22 +4,31 @@ A :class:`Lane` runs at most ``limit`` requests at once; others wait in a queue
 that follows CoDel's two delays (``target``, ``interval``) with the "adaptive
 LIFO" of Facebook's RPC servers:
 
-- a burst may wait up to ``interval``, first come first served. A queue that
-  holds steady (a few dozen clients that each send again once answered) is
-  served in order and nobody is refused while it never overflows: the server is
-  at its capacity, not past it;
+- a burst may wait up to ``interval``, first come first served. The queue may
+  then hold as many requests as could start within ``interval`` at the lane's
+  *uncontended* service time (the lowest seen, as TCP Vegas takes its base round
+  trip, slowly forgotten: ``BASE_DOUBLING_S``), so a steady population (a few
+  dozen clients that each send again once answered) is served in order and
+  nobody is refused: the server is at its capacity, not past it;
 - once the queue has *overflowed* (a request was refused because it was full)
   within the last ``interval``, the lane is *overloaded*: arrivals outrun the
-  service, and a longer queue would only add delay. No request may then wait
-  longer than ``target`` (those that have, the burst's included, are refused at
-  once), and the newest waiter is served first (last in, first out), so the
-  requests that run are fresh and the ones refused are those whose clients may
-  have given up already.
+  service, and a longer queue would only add delay. The queue then holds only
+  what can start within ``target`` at the *measured* service time (a running
+  mean, which grows when refusals and other work take the CPU); no request may
+  wait longer than ``target`` (those that have, the burst's included, are
+  refused at once), and the newest waiter is served first (last in, first out),
+  so the requests that run are fresh and the ones refused are those whose
+  clients may have given up already.
 
-The queue is bounded by how many requests can start within the wait a newcomer
-would get: ``limit x wait / service time`` (the mean service time is measured),
-so a request that would only time out in the queue is refused at once, at the
-door, before any of its work is done.
+Clients that resend a refused request at once can keep that short queue
+overflowing for ever, and their refusals slow the service it is sized by. So a
+lane overloaded for ``HOLD_INTERVALS`` intervals on end (5 s) opens its burst
+queue again for one ``interval``: a real excess overflows it, or makes a request
+wait a whole interval, within moments and is overloaded again; such clients fit
+in it, and are served in order from then on.
+
+A request that could not start within the wait a newcomer would get is refused
+at once, at the door, before any of its work is done.
 
 Pure bookkeeping: no asyncio, no clock of its own (every method takes ``now``,
 monotonic seconds), so tests drive it step by step. The asyncio side is in
@@ -40,6 +49,12 @@ SHED_REASONS = (QUEUE_FULL, QUEUE_DELAY, BUDGET)
 
 #: Weight of each new service time in the running mean (an EWMA over ~20 requests).
 SERVICE_ALPHA = 0.05
+#: The uncontended service time is the lowest one seen, which doubles every this many
+#: seconds unless a lower one comes: a storm of refusals slows every search it meets and
+#: must not be taken for the lane's own pace; a lasting change is, within minutes.
+BASE_DOUBLING_S = 60.0
+#: Intervals of overload on end after which the burst queue is opened again (see above).
+HOLD_INTERVALS = 50
 
 
 @dataclass(eq=False)
@@ -84,26 +99,59 @@ class Lane:
         self.in_flight = 0
         self.waiting: deque[Waiter] = deque()
         self.last_overflow = -math.inf
+        self.overloaded_since = -math.inf
+        """When the current overload began (its first overflow)."""
+        self.reopened_until = -math.inf
+        """The end of the interval for which the burst queue is open again."""
         self.service_s: float | None = None
+        """The running mean service time: how the lane serves now."""
+        self._base: tuple[float, float] | None = None
+        """The uncontended service time and when it was seen (see ``BASE_DOUBLING_S``)."""
         self.stats = LaneStats()
         self.dropped: list[Waiter] = []
         """Waiters refused while they waited (too old once overloaded), for the asyncio
         side to wake: see :meth:`take_dropped`."""
 
     def overloaded(self, now: float) -> bool:
-        """Whether the queue has overflowed within the last ``interval``."""
-        return now - self.last_overflow < self.interval_s
+        """Whether the queue has overflowed within the last ``interval`` (and the burst
+        queue is not open again)."""
+        return now - self.last_overflow < self.interval_s and now >= self.reopened_until
 
     def wait_s(self, now: float) -> float:
         """How long a request arriving now may wait: ``target`` when overloaded."""
         return self.target_s if self.overloaded(now) else self.interval_s
 
     def queue_cap(self, now: float) -> int:
-        """Waiters that can still start within ``wait_s``: limit x wait / service time."""
-        if self.service_s is None:
+        """Waiters that can still start within the wait a newcomer would get: limit x
+        ``target`` / the measured service time when overloaded, else limit x
+        ``interval`` / the uncontended one."""
+        if self.overloaded(now):
+            return self._cap(self.target_s, self.service_s)
+        return self._cap(self.interval_s, self.base_s(now))
+
+    def base_s(self, now: float) -> float | None:
+        """The uncontended service time: the lowest seen, doubled per ``BASE_DOUBLING_S``
+        since."""
+        if self._base is None:
+            return None
+        seen, at = self._base
+        return seen * 2 ** ((now - at) / BASE_DOUBLING_S)
+
+    def _cap(self, wait_s: float, service_s: float | None) -> int:
+        if service_s is None:
             return self.queue_max
-        starts = self.limit * self.wait_s(now) / max(self.service_s, 1e-6)
+        starts = self.limit * wait_s / max(service_s, 1e-6)
         return min(self.queue_max, max(1, math.ceil(starts)))
+
+    def _overflow(self, now: float) -> None:
+        """The queue overflowed (or made a request wait a whole interval)."""
+        if not self.overloaded(now):
+            self.overloaded_since = now
+            self.reopened_until = -math.inf
+        elif now - self.overloaded_since >= self.interval_s * HOLD_INTERVALS:
+            self.reopened_until = now + self.interval_s  # try the burst queue again
+            self.overloaded_since = self.reopened_until
+        self.last_overflow = now
 
     def turn_away(self, now: float) -> bool:
         """Whether a request arriving now is refused at once (the door's test); if so, it
@@ -114,7 +162,7 @@ class Lane:
         if len(self.waiting) < self.queue_cap(now):
             return False
         self.stats.shed[QUEUE_FULL] += 1
-        self.last_overflow = now
+        self._overflow(now)
         return True
 
     def arrive(self, now: float) -> Waiter | bool:
@@ -139,12 +187,14 @@ class Lane:
             self.service_s = (
                 service_s if previous is None else previous + SERVICE_ALPHA * (service_s - previous)
             )
+            base = self.base_s(now)
+            if base is None or service_s <= base:
+                self._base = (service_s, now)
         overloaded = self._drop_stale(now)
         while self.waiting:
             waiter = self.waiting.pop() if overloaded else self.waiting.popleft()
             if waiter.expires < now:  # its own timer has not fired yet
-                self.stats.shed[QUEUE_DELAY] += 1
-                waiter.expires = -math.inf  # marks it refused for the asyncio side
+                self._expired(waiter, now)
                 continue
             waiter.granted = True
             self.stats.admitted += 1
@@ -171,17 +221,30 @@ class Lane:
             self.dropped.append(waiter)
         return True
 
-    def give_up(self, waiter: Waiter, now: float) -> None:
-        """A waiter's wait ran out (or its request went away) before it was granted."""
+    def give_up(self, waiter: Waiter, now: float, *, expired: bool = True) -> None:
+        """A waiter's wait ran out (``expired``) or its request went away before it was
+        granted."""
         if waiter.granted or waiter.expires == -math.inf:
             return
         self.waiting.remove(waiter)
+        if expired:
+            self._expired(waiter, now)
+        else:
+            self.stats.shed[QUEUE_DELAY] += 1
+            waiter.expires = -math.inf
+
+    def _expired(self, waiter: Waiter, now: float) -> None:
+        """Refuse a waiter whose wait ran out; if it waited a whole interval, the queue
+        is not keeping up, which counts as an overflow."""
         self.stats.shed[QUEUE_DELAY] += 1
         waiter.expires = -math.inf
+        if now - waiter.enqueued >= self.interval_s and not self.overloaded(now):
+            self._overflow(now)
 
     def snapshot(self, now: float) -> dict[str, Any]:
         """The lane's state for ``/status``: limit, in flight, queued, delays, sheds."""
         delays = sorted(self.stats.delays)
+        base = self.base_s(now)
         return {
             "limit": self.limit,
             "in_flight": self.in_flight,
@@ -189,6 +252,7 @@ class Lane:
             "queue_cap": self.queue_cap(now),
             "overloaded": self.overloaded(now),
             "service_ms": None if self.service_s is None else round(self.service_s * 1000, 3),
+            "base_service_ms": None if base is None else round(base * 1000, 3),
             "queue_delay_p50_ms": _ms(delays, 0.5),
             "queue_delay_p99_ms": _ms(delays, 0.99),
             "admitted": self.stats.admitted,
