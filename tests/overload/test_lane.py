@@ -146,6 +146,8 @@ def test_service_time_is_a_running_mean_and_the_uncontended_one_the_lowest() -> 
     assert gate.base_s(60.0) == pytest.approx(0.020)  # forgotten slowly: doubles a minute
     gate.release(60.0, 0.015)  # lower than the forgotten one: taken
     assert gate.base_s(60.0) == pytest.approx(0.015)
+    gate.release(60.0, 0.030, 0.002)  # slow in wall time, 2 ms of its threads' CPU
+    assert gate.base_s(60.0) == pytest.approx(0.002) and (gate.service_s or 0) > 0.010
 
 
 def test_a_wait_of_a_whole_interval_counts_as_an_overflow_a_short_one_does_not() -> None:

@@ -145,13 +145,15 @@ class Slot:
     request cancelled over its budget frees its slot only when its CPU is free.
     """
 
-    __slots__ = ("gate", "started", "waited", "holds")
+    __slots__ = ("gate", "started", "waited", "holds", "cpu_s")
 
     def __init__(self, gate: Gate, started: float, waited: float) -> None:
         self.gate = gate
         self.started = started
         self.waited = waited
         self.holds = 1
+        self.cpu_s = 0.0
+        """CPU seconds its threads spent on it: its own cost, whatever the contention."""
 
     def hold(self) -> None:
         self.holds += 1
@@ -159,7 +161,7 @@ class Slot:
     def drop(self) -> None:
         self.holds -= 1
         if self.holds == 0:
-            self.gate.release(self.started)
+            self.gate.release(self.started, self.cpu_s)
 
 
 #: The slot of the request being served in this task, for work it hands to threads.
@@ -201,11 +203,13 @@ class Gate:
         self._leave(waiter, now, expired=True)
         return QUEUE_DELAY
 
-    def release(self, started: float | None) -> None:
+    def release(self, started: float | None, cpu_s: float = 0.0) -> None:
         """Give a slot back: to the waiter the lane picks, else to the lane. ``started``:
-        when its request began (its service time is measured), None if it never ran."""
+        when its request began (its service time is measured), None if it never ran;
+        ``cpu_s``: the CPU its threads spent."""
         now = time.monotonic()
-        waiter = self.lane.release(now, None if started is None else now - started)
+        service_s = None if started is None else now - started
+        waiter = self.lane.release(now, service_s, cpu_s or None)
         self._wake_dropped()
         if waiter is not None:
             waiter.handle.set_result(None)

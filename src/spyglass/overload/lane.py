@@ -49,9 +49,10 @@ SHED_REASONS = (QUEUE_FULL, QUEUE_DELAY, BUDGET)
 
 #: Weight of each new service time in the running mean (an EWMA over ~20 requests).
 SERVICE_ALPHA = 0.05
-#: The uncontended service time is the lowest one seen, which doubles every this many
-#: seconds unless a lower one comes: a storm of refusals slows every search it meets and
-#: must not be taken for the lane's own pace; a lasting change is, within minutes.
+#: The uncontended service time is the lowest one seen (the CPU time of a request's
+#: threads when known: a storm of refusals slows every search it meets, in wall time, and
+#: must not be taken for the lane's own pace), which doubles every this many seconds
+#: unless a lower one comes, so that a lasting change is taken within minutes.
 BASE_DOUBLING_S = 60.0
 #: Intervals of overload on end after which the burst queue is opened again (see above).
 HOLD_INTERVALS = 50
@@ -179,17 +180,21 @@ class Lane:
         self.waiting.append(waiter)
         return waiter
 
-    def release(self, now: float, service_s: float | None = None) -> Waiter | None:
-        """A request finished (``service_s`` after it started): its slot goes to the
-        waiter that should run next, which is returned, or back to the lane."""
+    def release(
+        self, now: float, service_s: float | None = None, cpu_s: float | None = None
+    ) -> Waiter | None:
+        """A request finished (``service_s`` after it started, ``cpu_s`` of its threads'
+        CPU if known): its slot goes to the waiter that should run next, which is
+        returned, or back to the lane."""
         if service_s is not None:
             previous = self.service_s
             self.service_s = (
                 service_s if previous is None else previous + SERVICE_ALPHA * (service_s - previous)
             )
+            own = cpu_s or service_s
             base = self.base_s(now)
-            if base is None or service_s <= base:
-                self._base = (service_s, now)
+            if base is None or own <= base:
+                self._base = (own, now)
         overloaded = self._drop_stale(now)
         while self.waiting:
             waiter = self.waiting.pop() if overloaded else self.waiting.popleft()
