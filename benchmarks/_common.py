@@ -193,7 +193,7 @@ class CpuWatch:
         self.pids = list(pids)  # running processes (e.g. a server) that count as ours
 
     def _ours(self) -> float:
-        return _own_cpu() + sum(_proc_cpu(pid) for pid in self.pids)
+        return _own_cpu() + sum(proc_cpu(pid) for pid in self.pids)
 
     def __enter__(self) -> CpuWatch:
         self._stat0 = _busy_jiffies()
@@ -221,7 +221,7 @@ def _busy_jiffies() -> int:
     return sum(fields) - fields[3] - fields[4]
 
 
-def _proc_cpu(pid: int) -> float:
+def proc_cpu(pid: int) -> float:
     """utime + stime of a live process, in seconds (0 when it is gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -292,12 +292,26 @@ def free_port() -> int:
 
 
 class Server:
-    """``spyglass serve`` in a subprocess, stopped (SIGINT, then SIGKILL) on exit."""
+    """``spyglass serve`` in a subprocess, stopped (SIGINT, then SIGKILL) on exit.
 
-    def __init__(self, data_dir: Path, workers: int, port: int | None = None, **env: str) -> None:
+    ``cpus``: run it on those cores only (``taskset -c``); ``log_level``: ``warning``
+    leaves the access log out, ``info`` keeps it as a user has it."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        workers: int,
+        port: int | None = None,
+        *,
+        cpus: str | None = None,
+        log_level: str = "warning",
+        **env: str,
+    ) -> None:
         self.data_dir = data_dir
         self.workers = workers
         self.port = port or free_port()
+        self.cpus = cpus
+        self.log_level = log_level
         self.log = OUT / f"serve-{self.port}.log"
         self.env = {**os.environ, **env}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -305,6 +319,7 @@ class Server:
     def __enter__(self) -> Server:
         OUT.mkdir(parents=True, exist_ok=True)
         command = [
+            *([] if self.cpus is None else ["taskset", "-c", self.cpus]),
             str(SPYGLASS),
             "serve",
             "--data-dir",
@@ -314,7 +329,7 @@ class Server:
             "--workers",
             str(self.workers),
             "--log-level",
-            "warning",
+            self.log_level,
         ]
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(

@@ -24,43 +24,26 @@ import asyncio
 import os
 import random
 import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
-from _common import code_version
+from _common import Server, code_version, proc_cpu
 
 from spyglass.bench.http import Target
 from spyglass.bench.load import Generator
 from spyglass.bench.scenario import Scenario, collection_info, sample_requests
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "benchmarks/out/overload/data"
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+DATA = Path(__file__).resolve().parent / "out/overload/data"
 
 
 async def phase(
     generator: Generator, pid: int, rate: float, seconds: float
 ) -> tuple[float, dict[str, int]]:
     """Server CPU seconds over one step at ``rate``, and the statuses it answered."""
-    before = cpu_s(pid)
+    before = proc_cpu(pid)
     step = await generator.step(rate, seconds)
-    used = cpu_s(pid) - before
+    used = proc_cpu(pid) - before
     return used, step.status
 
 
@@ -72,9 +55,9 @@ async def measure(args: argparse.Namespace, url: str, pid: int) -> None:
     generator = Generator(target, mix.picker(random.Random(0)), timeout_s=30)
     try:
         await generator.step(args.search_rate, 2)  # warm up: connections, threads, caches
-        idle_before = cpu_s(pid)
+        idle_before = proc_cpu(pid)
         await asyncio.sleep(args.seconds)
-        idle = (cpu_s(pid) - idle_before) / args.seconds
+        idle = (proc_cpu(pid) - idle_before) / args.seconds
         port = int(url.rsplit(":", 1)[1])
         holder = socket.create_connection(("127.0.0.1", port))
         wire = target.wire(mix.picker(random.Random(1))())
@@ -116,43 +99,15 @@ def main() -> None:
     args = parser.parse_args()
     if not DATA.is_dir():
         sys.exit(f"{DATA} is missing: run benchmarks/overload_pinned.sh once to make it")
-    port = free_port()
     env = {
-        **os.environ,
         "SPYGLASS_ADMISSION_SEARCH_IN_FLIGHT": "1",
         "SPYGLASS_ADMISSION_SEARCH_QUEUE": "0",
         "SPYGLASS_CACHE_MAX_BYTES": "0",
     }
-    argv = [
-        "taskset",
-        "-c",
-        str(args.server_cpu),
-        sys.executable,
-        "-m",
-        "spyglass",
-        "serve",
-        "--data-dir",
-        str(DATA),
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    server = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(600):
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+    with Server(DATA, 1, cpus=str(args.server_cpu), log_level="info", **env) as server:
+        assert server.proc is not None  # taskset execs the server: its pid is the worker's
         os.sched_setaffinity(0, {args.client_cpu})
-        asyncio.run(measure(args, url, server.pid))
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        asyncio.run(measure(args, f"http://127.0.0.1:{server.port}", server.proc.pid))
 
 
 if __name__ == "__main__":

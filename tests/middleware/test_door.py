@@ -16,7 +16,7 @@ from starlette.routing import Route
 from spyglass import problems
 from spyglass.app import create_app
 from spyglass.middleware.admission import Budget, install_admission
-from spyglass.middleware.door import DOOR_STATE, Door, DoorMiddleware, refusal
+from spyglass.middleware.door import DOOR_PASSED, DOOR_STATE, Door, DoorMiddleware, refusal
 from spyglass.overload.http_protocol import encode
 from spyglass.routes.deps import run
 from tests.conftest import test_settings as make_settings
@@ -216,3 +216,26 @@ async def test_a_slot_adds_up_the_cpu_of_its_threads(tmp_path: Path) -> None:
         await until_async(lambda: lane.in_flight == 0)
     base = lane.base_s(time.monotonic())
     assert base is not None and 0.02 <= base < 0.3  # its thread's CPU, not its wall time
+
+
+async def test_the_asgi_door_does_not_ask_again_for_what_the_protocol_let_in() -> None:
+    admission = install_admission(
+        FastAPI(), search=Budget(in_flight=1, queue=0, wait_ms=100), ingest=ROOMY, other=ROOMY
+    )
+    assert admission.gates["search"].lane.arrive(time.monotonic()) is True  # lane now full
+    reached: list[str] = []
+    sent: list[int] = []
+
+    async def inner(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
+        reached.append(scope["path"])
+
+    async def send(message: dict) -> None:  # type: ignore[type-arg]
+        if message["type"] == "http.response.start":
+            sent.append(message["status"])
+
+    door = DoorMiddleware(inner, Door(admission))
+    scope = {"type": "http", "method": "POST", "path": "/collections/c/search"}
+    await door(scope, None, send)
+    assert sent == [503] and reached == []
+    await door({**scope, "state": {DOOR_PASSED: True}}, None, send)
+    assert sent == [503] and reached == ["/collections/c/search"]

@@ -38,6 +38,8 @@ from spyglass.overload.lane import QUEUE_FULL
 SUMMARY_EVERY_S = 1.0
 DOOR_STATE = "spyglass.door"
 """The lifespan state key under which the app hands its :class:`Door` to the server."""
+DOOR_PASSED = "spyglass.door_passed"
+"""The request state key the HTTP protocol sets on a request its door let in."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,7 @@ class DoorMiddleware:
         self.door = door
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and DOOR_PASSED not in scope.get("state", ()):
             answer = self.door.refuse(scope["method"], scope["path"])
             if answer is not None:
                 await send(answer.start)

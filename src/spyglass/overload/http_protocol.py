@@ -5,8 +5,9 @@ for the requests admitted. Refused by the ASGI door (:mod:`spyglass.middleware.d
 a request still costs uvicorn's request cycle, an asyncio task, FastAPI's outer
 layers and uvicorn's header checks on the response, about 180 µs of CPU against
 about 1.2 ms for a vector search. Here the door is asked as soon as the request
-line and headers are parsed, and the response, encoded once at start-up, is written
-straight to the socket; the request's body is parsed and dropped.
+line and headers are parsed, and the response, its headers and body encoded once at
+start-up, is written straight to the socket; the request's body is parsed and dropped.
+A request let in is marked so that the ASGI door does not ask again.
 
 The app hands its :class:`~spyglass.middleware.door.Door` over in its lifespan
 state. Only a request with nothing ahead of it on its connection is refused here
@@ -22,17 +23,9 @@ import urllib.parse
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from spyglass.middleware.door import DOOR_STATE, Door, Refusal
+from spyglass.middleware.door import DOOR_PASSED, DOOR_STATE, Door, Refusal
 
 STATUS_LINE = b"HTTP/1.1 503 Service Unavailable\r\n"
-
-
-class _Wires:
-    """Encoded refusals for the server's default headers of the moment (it makes a new
-    list when the ``date`` changes; holding it keeps its identity from being reused)."""
-
-    defaults: object = None
-    wires: dict[tuple[int, bool, bool], bytes] = {}
 
 
 class DoorHttpProtocol(HttpToolsProtocol):
@@ -61,6 +54,7 @@ class DoorHttpProtocol(HttpToolsProtocol):
         path = self.root_path + path  # as the ASGI scope's "path" has it
         answer = door.refuse(method, path)
         if answer is None:
+            self.scope["state"][DOOR_PASSED] = True  # the ASGI door need not ask again
             super().on_headers_complete()
             return
         self._refused = True
@@ -69,21 +63,11 @@ class DoorHttpProtocol(HttpToolsProtocol):
             and self.parser.should_keep_alive()
             and not self.expect_100_continue
         )
-        self.transport.write(self._wire(answer, keep_alive, method == "HEAD"))
+        defaults = self.server_state.default_headers  # date, server
+        self.transport.write(encode(answer, defaults, keep_alive=keep_alive, head=method == "HEAD"))
         if not keep_alive:
             self.transport.close()
         self.on_response_complete()
-
-    def _wire(self, answer: Refusal, keep_alive: bool, head: bool) -> bytes:
-        """The whole response, kept while the server's default headers stay the same."""
-        defaults = self.server_state.default_headers
-        if defaults is not _Wires.defaults:
-            _Wires.defaults, _Wires.wires = defaults, {}
-        key = (id(answer), keep_alive, head)
-        wire = _Wires.wires.get(key)
-        if wire is None:
-            wire = _Wires.wires[key] = encode(answer, defaults, keep_alive=keep_alive, head=head)
-        return wire
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:

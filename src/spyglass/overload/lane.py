@@ -199,7 +199,7 @@ class Lane:
         while self.waiting:
             waiter = self.waiting.pop() if overloaded else self.waiting.popleft()
             if waiter.expires < now:  # its own timer has not fired yet
-                self._expired(waiter, now)
+                self._refuse(waiter, now, ran_out=True)
                 continue
             waiter.granted = True
             self.stats.admitted += 1
@@ -221,8 +221,7 @@ class Lane:
         oldest = now - self.target_s
         while self.waiting and self.waiting[0].enqueued <= oldest:
             waiter = self.waiting.popleft()
-            self.stats.shed[QUEUE_DELAY] += 1
-            waiter.expires = -math.inf
+            self._refuse(waiter, now, ran_out=False)
             self.dropped.append(waiter)
         return True
 
@@ -232,18 +231,15 @@ class Lane:
         if waiter.granted or waiter.expires == -math.inf:
             return
         self.waiting.remove(waiter)
-        if expired:
-            self._expired(waiter, now)
-        else:
-            self.stats.shed[QUEUE_DELAY] += 1
-            waiter.expires = -math.inf
+        self._refuse(waiter, now, ran_out=expired)
 
-    def _expired(self, waiter: Waiter, now: float) -> None:
-        """Refuse a waiter whose wait ran out; if it waited a whole interval, the queue
-        is not keeping up, which counts as an overflow."""
+    def _refuse(self, waiter: Waiter, now: float, *, ran_out: bool) -> None:
+        """Count a waiter out of the queue ungranted and mark it refused for the asyncio
+        side. One whose wait of a whole interval ran out says the queue is not keeping
+        up, which counts as an overflow."""
         self.stats.shed[QUEUE_DELAY] += 1
         waiter.expires = -math.inf
-        if now - waiter.enqueued >= self.interval_s and not self.overloaded(now):
+        if ran_out and now - waiter.enqueued >= self.interval_s and not self.overloaded(now):
             self._overflow(now)
 
     def snapshot(self, now: float) -> dict[str, Any]:
