@@ -20,6 +20,7 @@ from spyglass import filters
 from spyglass.auth.tenancy import shown
 from spyglass.cache import (
     Cache,
+    MemoryCache,
     dump_hits,
     dump_vector,
     embedding_key,
@@ -143,6 +144,8 @@ class Engine:
         self.encoders = Encoders(settings, on_encode)
         self.cache = cache
         self.on_collection = on_collection
+        self._plain: dict[str, bool] = {}
+        """Collections looked up so far: whether they hold plain vectors (no encoder)."""
 
     def warm_up(self) -> dict[str, str]:
         """Load the encoders and indexes the existing collections use, so the first query
@@ -207,6 +210,7 @@ class Engine:
     def get_collection(self, name: str) -> CollectionInfo:
         check_name(name)
         info = self.store.get_collection(name)
+        self._plain[name] = info.spec.encoder == "none"
         if self.on_collection is not None:
             self.on_collection(shown(name), info.spec.encoder)
         return info
@@ -285,6 +289,29 @@ class Engine:
         return self.store.delete_items(name, ids)
 
     # search
+
+    def runs_inline(self, name: str, request: SearchIn) -> bool:
+        """Whether ``request`` is a search so short and so free of waiting that a worker
+        serves it on its event loop instead of handing it to a thread.
+
+        A nearest-neighbour search for a plain vector, in a collection of plain vectors
+        that this process's memory holds, with no filter to evaluate, no brute force and
+        a modest k and beam, costs a fraction of a millisecond of CPU; handing it to a
+        thread and back costs about as much again (two wake-ups and the interpreter
+        lock changing hands), and a thread that must wait for the lock is what makes
+        one core serve fewer searches. Anything else (encoders, filters, remote
+        stores or caches, large k) goes to a thread, where it cannot stall the loop.
+        """
+        return (
+            self.store.local
+            and (self.cache is None or isinstance(self.cache, MemoryCache))
+            and request.vector is not None
+            and request.filter is None
+            and not request.exact
+            and request.k <= INLINE_MAX_K
+            and (request.ef or 0) <= INLINE_MAX_EF
+            and self._plain.get(name, False)
+        )
 
     def search(self, name: str, requests: Sequence[SearchIn], field: str = "") -> list[list[Hit]]:
         """Hits per request, best first; ``field`` prefixes error fields (batch searches)."""
@@ -608,6 +635,10 @@ def check_payload(value: object, field: str, depth: int = 0) -> None:
 def _at(prefix: str, index: int, name: str) -> str:
     return f"{prefix}[{index}].{name}" if prefix else name
 
+
+#: The largest k and beam (ef) of a search served on the event loop (see ``runs_inline``).
+INLINE_MAX_K = 100
+INLINE_MAX_EF = 512
 
 QUERY_KINDS = ("vector", "text", "image", "image_url", "colors")
 """What a search may give to find neighbours of; exactly one per query."""

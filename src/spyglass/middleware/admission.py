@@ -329,17 +329,23 @@ class AdmissionMiddleware:
         budget = asyncio.timeout(timeout_s)
         deadline = Deadline(time.monotonic() + (math.inf if timeout_s is None else timeout_s))
         watcher: asyncio.Task[None] | None = None
+        body_read = False
+
+        def watch() -> None:
+            nonlocal watcher
+            if watcher is None and body_read:
+                watcher = asyncio.ensure_future(_watch_disconnect(receive, deadline))
 
         async def receive_watching() -> Message:
-            nonlocal watcher
+            nonlocal body_read
             message = await receive()
-            if (
-                watcher is None
-                and message["type"] == "http.request"
-                and not message.get("more_body", False)
-            ):  # the whole body is in: from now on the client can only go away
-                watcher = asyncio.ensure_future(_watch_disconnect(receive, deadline))
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                body_read = True  # from now on the client can only go away
+                if deadline.on_hand_off is None:  # work went to a thread before the body
+                    watch()
             return message
+
+        deadline.on_hand_off = watch
 
         token = current_slot.set(slot)
         deadline_token = current_deadline.set(deadline)

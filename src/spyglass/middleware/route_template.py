@@ -32,6 +32,10 @@ def route_template(scope: Scope) -> str:
 
 
 _KEY = "spyglass.route_template"
+_MEMO = "spyglass_route_templates"
+#: Paths whose template is remembered: matching every route again costs about as much
+#: as a vector search's HTTP handling (FastAPI's router records no template for us).
+MEMO_SIZE = 4096
 
 
 def _find(scope: Scope) -> str:
@@ -44,6 +48,22 @@ def _find(scope: Scope) -> str:
     if found is not None:
         return found
     app = scope.get("app")
+    key = (scope.get("method"), scope.get("root_path", ""), scope.get("path"))
+    memo: dict[object, str] | None = getattr(getattr(app, "state", None), _MEMO, None)
+    if memo is None:
+        memo = {}
+        if app is not None:
+            setattr(app.state, _MEMO, memo)
+    found = memo.get(key)
+    if found is None:
+        found = _match(app, scope)
+        if len(memo) >= MEMO_SIZE:  # paths hold item ids: a bounded memo of the busy ones
+            memo.clear()
+        memo[key] = found
+    return found
+
+
+def _match(app: object, scope: Scope) -> str:
     routes: list[BaseRoute] = list(getattr(getattr(app, "router", None), "routes", ()))
     root = str(scope.get("root_path", ""))
     for route in routes:  # a mount that served the request moved its path into root_path

@@ -12,6 +12,7 @@ CPU soon after instead of running to its end for nobody.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
 
 from spyglass.errors import Abandoned
@@ -21,11 +22,19 @@ class Deadline:
     """A point in ``time.monotonic()`` seconds past which work is abandoned; ``cancel``
     abandons it earlier (the request was answered or dropped)."""
 
-    __slots__ = ("at", "reason")
+    __slots__ = ("at", "reason", "on_hand_off")
 
     def __init__(self, at: float) -> None:
         self.at = at
         self.reason: str | None = None
+        self.on_hand_off: Callable[[], None] | None = None
+        """Called when the work is first handed to a thread: admission then starts
+        watching for the client going away (work done on the loop ends first anyway)."""
+
+    def hand_off(self) -> None:
+        if self.on_hand_off is not None:
+            self.on_hand_off()
+            self.on_hand_off = None
 
     def cancel(self, reason: str) -> None:
         if self.reason is None:

@@ -69,7 +69,8 @@ async def lean_search(request: Request) -> Response:
 
 async def _answer(request: Request, name: str, query: SearchIn) -> Response:
     started = time.perf_counter()
-    results = await run(request, engine(request).search, name, [query])
+    eng = engine(request)
+    results = await run(request, eng.search, name, [query], inline=eng.runs_inline(name, query))
     # The shape is SearchOut's, serialised straight from plain values.
     content = {"hits": hits_json(results[0]), "took_ms": _ms(started)}
     return Response(orjson.dumps(content), media_type="application/json")

@@ -139,6 +139,10 @@ class KeywordQuery:
 class Store:
     """A backend holding collections. Methods are safe to call from several threads."""
 
+    local: bool = False
+    """Its searches read only this process's memory and local files (no network, no
+    lock another process holds for long), so a short one may run on the event loop."""
+
     def create_collection(self, spec: CollectionSpec) -> tuple[CollectionInfo, bool]:
         """Create the collection; return its info and whether it was new.
 

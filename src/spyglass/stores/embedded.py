@@ -58,6 +58,8 @@ FILTER_CACHE_SIZE = 256
 class EmbeddedStore(Store):
     """A store in one directory, shared safely by several worker processes."""
 
+    local = True
+
     def __init__(self, data_dir: Path, *, snapshot_tail: int = 20000, exact_below: int = 5000):
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,84 @@
+"""Short vector searches run on the event loop; everything else on threads."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+
+from spyglass.app import create_app
+from spyglass.schema import SearchIn
+from tests.conftest import test_settings as make_settings
+from tests.routes.helpers import create
+
+VECTORS = {f"v{i}": [float(i), 1.0, 0.0, float(i % 3)] for i in range(20)}
+
+
+async def test_a_plain_vector_search_runs_on_the_loop_and_answers_as_a_thread_would(
+    tmp_path: Path,
+) -> None:
+    app = create_app(make_settings(tmp_path / "data"))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://spyglass"
+        ) as client:
+            await create(client, "plain", dim=4, metric="l2")
+            items = [{"id": k, "vector": v, "payload": {"shop": "a"}} for k, v in VECTORS.items()]
+            r = await client.post("/collections/plain/items", json={"items": items})
+            assert r.status_code == 200, r.text
+            query = {"vector": [4.1, 1.0, 0.0, 1.0], "k": 3}
+            gate = app.state.admission.gates["search"]
+            assert gate.executor is not None
+            inline = await client.post("/collections/plain/search", json=query)
+            assert len(gate.executor._threads) == 0  # no thread of the lane ever started
+            assert gate.lane.base_s(time.monotonic()) is not None  # its CPU still counted
+            # a filter sends the same search to a thread; the answer must not change
+            threaded = await client.post(
+                "/collections/plain/search", json={**query, "filter": {"shop": "a"}}
+            )
+            assert len(gate.executor._threads) == 1
+        assert inline.status_code == 200, inline.text
+        assert [h["id"] for h in inline.json()["hits"]] == ["v4", "v5", "v3"]
+        assert threaded.status_code == 200, threaded.text
+        assert threaded.json()["hits"] == inline.json()["hits"]
+
+
+async def test_only_short_local_vector_searches_of_plain_collections_run_inline(
+    tmp_path: Path,
+) -> None:
+    app = create_app(make_settings(tmp_path / "data"))
+    async with app.router.lifespan_context(app):
+        engine = app.state.engine
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://spyglass"
+        ) as client:
+            await create(client, "plain", dim=4, metric="l2")
+            await create(client, "colors", encoder="color")
+        vector = [1.0, 0.0, 0.0, 0.0]
+        assert not engine.runs_inline("plain", SearchIn(vector=vector))  # not looked up yet
+        engine.get_collection("plain")
+        engine.get_collection("colors")
+        assert engine.runs_inline("plain", SearchIn(vector=vector))
+        assert engine.runs_inline("plain", SearchIn(vector=vector, k=100, ef=512))
+        for slow in (
+            SearchIn(vector=vector, filter={"a": 1}),
+            SearchIn(vector=vector, exact=True),
+            SearchIn(vector=vector, k=101),
+            SearchIn(vector=vector, ef=513),
+            SearchIn(text="a text query"),
+        ):
+            assert not engine.runs_inline("plain", slow), slow
+        assert not engine.runs_inline("colors", SearchIn(vector=[0.0] * 1152))  # reranks
+
+
+async def test_with_a_shared_cache_no_search_runs_inline(tmp_path: Path, redis_url: str) -> None:
+    app = create_app(make_settings(tmp_path / "data", redis_url=redis_url))
+    async with app.router.lifespan_context(app):
+        engine = app.state.engine
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://spyglass"
+        ) as client:
+            await create(client, "plain", dim=4, metric="l2")
+        engine.get_collection("plain")
+        assert not engine.runs_inline("plain", SearchIn(vector=[1.0, 0.0, 0.0, 0.0]))
