@@ -26,6 +26,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -90,14 +91,19 @@ class AccessLogMiddleware:
             "tenant": tenant_of(scope),
             "client": client[0] if client else None,
         }
-        self.log.info(
+        # Built here rather than by ``log.info``, which would walk the stack to find a
+        # caller that no access line shows (a fifth of the line's cost).
+        record = self.log.makeRecord(
+            self.log.name,
+            logging.INFO,
+            __file__,
+            0,
             "%s %s %d %.1fms",
-            scope["method"],
-            route,
-            status,
-            duration_ms,
+            (scope["method"], route, status, duration_ms),
+            None,
             extra={"fields": fields},
         )
+        self.log.handle(record)
 
 
 class RequestIdFilter(logging.Filter):
@@ -118,8 +124,10 @@ class JsonFormatter(logging.Formatter):
     """
 
     def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", None)
+        known = fields.get("ts") if isinstance(fields, dict) else None
         line: dict[str, Any] = {
-            "ts": _iso(record.created),
+            "ts": known or _iso(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -127,7 +135,6 @@ class JsonFormatter(logging.Formatter):
         request_id = getattr(record, "request_id", None) or current_request_id.get()
         if request_id is not None:
             line["request_id"] = request_id
-        fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             line.update(fields)
         if record.exc_info:
@@ -136,7 +143,10 @@ class JsonFormatter(logging.Formatter):
             line["exc"] = record.exc_text
         if record.stack_info:
             line["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(line, default=str, ensure_ascii=False, separators=(",", ":"))
+        try:
+            return orjson.dumps(line, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        except TypeError:  # what orjson refuses (integers past 64 bits): the slow way
+            return json.dumps(line, default=str, ensure_ascii=False, separators=(",", ":"))
 
 
 def log_config(level: str = "info", json_lines: bool = True) -> dict[str, Any]:

@@ -69,6 +69,7 @@ class EmbeddedStore(Store):
         self._views: dict[str, View] = {}
         self._sync_lock = threading.Lock()
         self._seen = threading.local()  # per reader thread: name -> (data_version, view)
+        self._infos = threading.local()  # per reader thread: name -> (data_version, info)
         self._filter_cache: OrderedDict[tuple[int, int, str], np.ndarray] = OrderedDict()
         self._filter_lock = threading.Lock()
         self._builders: dict[int, threading.Thread] = {}
@@ -133,8 +134,16 @@ class EmbeddedStore(Store):
         return sorted(self._views.copy())  # a copy is atomic; searches add views meanwhile
 
     def get_collection(self, name: str) -> CollectionInfo:
+        conn = self.db.reader()
+        mark = conn.execute("PRAGMA data_version").fetchone()[0]
+        known: dict[str, tuple[int, CollectionInfo]] = self._infos.__dict__
+        cached = known.get(name)
+        if cached is not None and cached[0] == mark:
+            return cached[1]  # nothing committed since this thread last read it
         with self.db.read() as conn:
-            return _info(_require(conn, name))
+            info = _info(_require(conn, name))
+        known[name] = (mark, info)
+        return info
 
     def list_collections(self) -> list[CollectionInfo]:
         with self.db.read() as conn:
