@@ -294,8 +294,8 @@ def free_port() -> int:
 class Server:
     """``spyglass serve`` in a subprocess, stopped (SIGINT, then SIGKILL) on exit.
 
-    ``cpus``: run it on those cores only (``taskset -c``); ``log_level``: ``warning``
-    leaves the access log out, ``info`` keeps it as a user has it."""
+    ``cpus``: run it on those cores only (``taskset -c``); ``log_level``: ``info``
+    (the default a user gets) writes the access log, ``warning`` leaves it out."""
 
     def __init__(
         self,
@@ -304,7 +304,7 @@ class Server:
         port: int | None = None,
         *,
         cpus: str | None = None,
-        log_level: str = "warning",
+        log_level: str = "info",
         **env: str,
     ) -> None:
         self.data_dir = data_dir

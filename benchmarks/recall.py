@@ -4,7 +4,7 @@ The store is opened with ``exact_below=0`` so every search goes through the HNSW
 snapshot that ``optimize`` builds (nothing in the exact tail). Each query is one
 ``store.search`` call with one ``Query`` (k=10), single-threaded (FAISS/OpenMP
 limited to one thread). Recall@10 = |returned top 10 ∩ true top 10| / 10,
-averaged over the queries, at the collection's default ef_search (64) and at a
+averaged over the queries, at a new collection's default ef_search (48) and at a
 sweep of ef values.
 
 Data sets:
@@ -42,12 +42,12 @@ from _common import (
     wait_for_idle,
 )
 
-from spyglass.stores.base import CollectionSpec, Item, Metric, Query
+from spyglass.stores.base import CollectionSpec, IndexParams, Item, Metric, Query
 from spyglass.stores.embedded import EmbeddedStore
 
 FASHION = SHARED_DATA / "ann_fashion_mnist900"
-EF_SWEEP = (16, 32, 64, 128, 256)
-DEFAULT_EF = 64
+EF_SWEEP = (16, 32, 40, 48, 56, 64, 128, 256)
+DEFAULT_EF = IndexParams().ef_search  # a new collection's; the store may hold an older one
 K = 10
 
 
@@ -88,7 +88,7 @@ def report(
     results: dict[int | None, float] = {}
     for ef in (None, *EF_SWEEP):
         with CpuWatch() as cpu:
-            found, qps = run_searches(store, name, queries, ef)
+            found, qps = run_searches(store, name, queries, DEFAULT_EF if ef is None else ef)
         if cpu.others > 0.2:
             print(f"  ({cpu}: queries/s below is skewed)")
         recall = recall_at(found, truth, K)

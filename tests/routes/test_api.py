@@ -14,7 +14,7 @@ async def test_collection_lifecycle(client: httpx.AsyncClient) -> None:
     body = r.json()
     assert body["name"] == "docs" and body["dim"] == 4 and body["metric"] == "l2"
     assert body["encoder"] == "none" and body["count"] == 0
-    assert body["index"] == {"m": 16, "ef_construction": 200, "ef_search": 64}
+    assert body["index"] == {"m": 16, "ef_construction": 200, "ef_search": 48}
 
     again = await client.put("/collections/docs", json={"dim": 4, "metric": "l2"})
     assert again.status_code == 200

@@ -191,12 +191,17 @@ class Gate:
             return QUEUE_FULL
         assert isinstance(decision, Waiter)
         waiter = decision
-        waiter.handle = loop.create_future()
+        waiter.handle = handle = loop.create_future()
+        # A bare future and one timer: asyncio.wait costs several times as much, and
+        # every request waits here when a worker's one search slot is busy.
+        timer = loop.call_later(max(0.0, waiter.expires - now), _resolve, handle)
         try:
-            await asyncio.wait((waiter.handle,), timeout=max(0.0, waiter.expires - now))
+            await handle
         except BaseException:  # cancelled while waiting: leave the line cleanly
+            timer.cancel()
             self._leave(waiter, time.monotonic(), expired=False)
             raise
+        timer.cancel()
         now = time.monotonic()
         if waiter.granted:
             return Slot(self, now, now - waiter.enqueued)
@@ -212,7 +217,7 @@ class Gate:
         waiter = self.lane.release(now, service_s, cpu_s or None)
         self._wake_dropped()
         if waiter is not None:
-            waiter.handle.set_result(None)
+            _resolve(waiter.handle)
 
     def turn_away(self) -> bool:
         """Whether a request arriving now is refused at once (see :meth:`Lane.turn_away`)."""
@@ -224,8 +229,7 @@ class Gate:
         """Answer at once the waiters the lane refused, instead of at their timers."""
         if self.lane.dropped:
             for waiter in self.lane.take_dropped():
-                if not waiter.handle.done():
-                    waiter.handle.set_result(None)
+                _resolve(waiter.handle)
 
     def _leave(self, waiter: Waiter, now: float, *, expired: bool) -> None:
         if waiter.granted:  # granted just as we gave up: pass the slot on
@@ -379,6 +383,12 @@ class AdmissionMiddleware:
     async def _refuse(self, detail: str, scope: Scope, receive: Receive, send: Send) -> None:
         error = Unavailable(detail, headers={"Retry-After": str(self.admission.retry_after_s)})
         await problem_response(error, Request(scope))(scope, receive, send)
+
+
+def _resolve(handle: asyncio.Future[None]) -> None:
+    """Wake a waiter (granted, refused or out of time), once."""
+    if not handle.done():
+        handle.set_result(None)
 
 
 async def _watch_disconnect(receive: Receive, deadline: Deadline) -> None:

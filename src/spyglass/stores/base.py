@@ -49,7 +49,7 @@ class IndexParams:
 
     m: int = 16
     ef_construction: int = 200
-    ef_search: int = 64
+    ef_search: int = 48
 
 
 @dataclass(frozen=True)
