@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -129,3 +130,20 @@ def test_a_connection_that_cannot_be_kept_is_closed_after_the_refusal(
         status, headers, _ = read_response(sock, buffer)
         assert status == 503 and headers["connection"] == "close"
         assert closed(sock)
+
+
+def test_the_lane_counts_what_the_door_let_in_until_it_is_answered(full_server: Server) -> None:
+    search = f"{full_server.url}/collections/v/search"
+    for _ in range(3):  # refused at the door: never counted
+        assert httpx.post(search, content=BODY).status_code == 503
+    with connect(full_server) as sock:  # let in, then gone before its body is whole
+        sock.sendall(request("POST", "/collections/v/items", b'{"items": []}')[:-3])
+    assert httpx.get(f"{full_server.url}/livez").status_code == 200
+    lanes = httpx.get(f"{full_server.url}/status").json()["admission"]
+    assert lanes["search"]["entered"] == 1  # the holder's search, whose body never comes
+    for _ in range(200):  # the abandoned write's task ends once its disconnect is seen
+        if httpx.get(f"{full_server.url}/status").json()["admission"]["ingest"]["entered"] == 0:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("a request whose client went away stayed counted in its lane")

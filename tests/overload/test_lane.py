@@ -37,6 +37,19 @@ def test_free_slots_admit_at_once_then_requests_wait_then_are_refused() -> None:
     assert second.expires > first.expires
 
 
+def test_requests_let_in_but_not_yet_at_admission_fill_the_lane_too() -> None:
+    gate = lane(limit=1, queue_max=3)
+    gate.entered = 4  # the door let 4 in this loop iteration; none has reached admission
+    assert gate.in_flight == 0 and not gate.waiting
+    assert gate.turn_away(0.0)  # one running and three waiting is all it holds
+    assert gate.stats.shed[QUEUE_FULL] == 1
+    gate.entered = 3
+    assert not gate.turn_away(0.2)
+    gate.entered = 0  # another server: no protocol counts, the lane's own counts decide
+    assert gate.arrive(0.3) is True
+    assert not gate.turn_away(0.3)
+
+
 def test_a_burst_is_served_first_come_first_served() -> None:
     gate = lane()
     gate.arrive(0.0)

@@ -33,7 +33,7 @@ from spyglass.errors import PROBLEM_CONTENT_TYPE, Unavailable
 from spyglass.middleware.access_log import ACCESS_LOGGER
 from spyglass.middleware.admission import Admission
 from spyglass.middleware.security_headers import API_CSP, common_headers
-from spyglass.overload.lane import QUEUE_FULL
+from spyglass.overload.lane import QUEUE_FULL, Lane
 
 SUMMARY_EVERY_S = 1.0
 DOOR_STATE = "spyglass.door"
@@ -95,9 +95,17 @@ class Door:
 
     def refuse(self, method: str, path: str) -> Refusal | None:
         """The answer for a request refused here (counted), or None to let it in."""
+        answer = self.enter(method, path)
+        return answer if isinstance(answer, Refusal) else None
+
+    def enter(self, method: str, path: str) -> Refusal | Lane | None:
+        """The answer for a request refused here (counted); else the lane it enters
+        (which an HTTP server may count it in until it is answered), or None."""
         name, gate = self.admission.gate_for(method, path)
-        if gate is None or not gate.turn_away():
+        if gate is None:
             return None
+        if not gate.turn_away():
+            return gate.lane
         self._count(name, time.monotonic())
         return self.answers[name]
 

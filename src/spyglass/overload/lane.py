@@ -99,6 +99,11 @@ class Lane:
         self.interval_s = interval_s
         self.in_flight = 0
         self.waiting: deque[Waiter] = deque()
+        self.entered = 0
+        """Requests the HTTP protocol's door let in whose tasks have not yet ended (0 under
+        other servers): those not yet at admission count too. A search served on the
+        event loop never waits at admission, so without them the lane would look empty
+        while a loop iteration's worth of requests waits to run."""
         self.last_overflow = -math.inf
         self.overloaded_since = -math.inf
         """When the current overload began (its first overflow)."""
@@ -157,14 +162,19 @@ class Lane:
     def turn_away(self, now: float) -> bool:
         """Whether a request arriving now is refused at once (the door's test); if so, it
         is counted as shed with ``queue_full``."""
-        if self.in_flight < self.limit and not self.waiting:
+        if self.ahead() < self.limit:
             return False
         self._drop_stale(now)
-        if len(self.waiting) < self.queue_cap(now):
+        if self.ahead() - self.limit < self.queue_cap(now):
             return False
         self.stats.shed[QUEUE_FULL] += 1
         self._overflow(now)
         return True
+
+    def ahead(self) -> int:
+        """Requests a newcomer would find ahead of it: running or waiting, or let in by
+        the door and not yet answered, whichever is more."""
+        return max(self.entered, self.in_flight + len(self.waiting))
 
     def arrive(self, now: float) -> Waiter | bool:
         """True: run now. A :class:`Waiter`: wait for :meth:`release` to grant it, until
@@ -250,6 +260,7 @@ class Lane:
             "limit": self.limit,
             "in_flight": self.in_flight,
             "queued": len(self.waiting),
+            "entered": self.entered,
             "queue_cap": self.queue_cap(now),
             "overloaded": self.overloaded(now),
             "service_ms": None if self.service_s is None else round(self.service_s * 1000, 3),
