@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from spyglass.app import create_app
+from spyglass.middleware import admission
 from spyglass.schema import SearchIn
 from tests.conftest import test_settings as make_settings
 from tests.routes.helpers import create
@@ -32,6 +35,8 @@ async def test_a_plain_vector_search_runs_on_the_loop_and_answers_as_a_thread_wo
             assert gate.executor is not None
             inline = await client.post("/collections/plain/search", json=query)
             assert len(gate.executor._threads) == 0  # no thread of the lane ever started
+            await asyncio.sleep(0)  # the slot is given back on the loop's next turn
+            assert gate.lane.in_flight == 0
             assert gate.lane.base_s(time.monotonic()) is not None  # its CPU still counted
             # a filter sends the same search to a thread; the answer must not change
             threaded = await client.post(
@@ -82,3 +87,31 @@ async def test_with_a_shared_cache_no_search_runs_inline(tmp_path: Path, redis_u
             await create(client, "plain", dim=4, metric="l2")
         engine.get_collection("plain")
         assert not engine.runs_inline("plain", SearchIn(vector=[1.0, 0.0, 0.0, 0.0]))
+
+
+@pytest.mark.parametrize("slice_s, waited", [(0.0, 7), (60.0, 0)])
+async def test_searches_that_arrive_together_run_back_to_back_for_one_slice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slice_s: float, waited: int
+) -> None:
+    monkeypatch.setattr(admission, "INLINE_SLICE_S", slice_s)
+    app = create_app(make_settings(tmp_path / "data"))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://spyglass"
+        ) as client:
+            await create(client, "plain", dim=4, metric="l2")
+            items = [{"id": k, "vector": v} for k, v in VECTORS.items()]
+            assert (await client.post("/collections/plain/items", json={"items": items})).is_success
+            query = {"vector": [4.1, 1.0, 0.0, 1.0], "k": 3}
+            await client.post("/collections/plain/search", json=query)  # learns the collection
+            await asyncio.sleep(0)  # its slot is back
+            lane = app.state.admission.gates["search"].lane
+            lane.stats.delays.clear()
+            answers = await asyncio.gather(
+                *(client.post("/collections/plain/search", json=query) for _ in range(8))
+            )
+        assert all(answer.status_code == 200 for answer in answers)
+        # past its slice the loop hands the slot back on its next turn, so those behind
+        # wait at admission (where the lane sees them); within it they run back to back
+        assert len(lane.stats.delays) == 8
+        assert sum(delay > 0 for delay in lane.stats.delays) == waited

@@ -71,6 +71,10 @@ from spyglass.problems import problem_response
 
 log = logging.getLogger(__name__)
 
+#: The longest a worker's event loop runs searches back to back before it polls its
+#: sockets again (accepts, reads, asks the door): about a lane's target delay.
+INLINE_SLICE_S = 0.005
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -175,6 +179,8 @@ class Gate:
         self.budget = budget
         self.lane = lane
         self.stats = ClassStats(lane)
+        self._run_since: float | None = None
+        """When the loop began running this lane's work back to back (see ``ran_inline``)."""
         self.executor: ThreadPoolExecutor | None = None
         """The lane's own threads, one per slot, if it has them (searches do): the slots
         admission grants are then the threads that run the work."""
@@ -207,6 +213,28 @@ class Gate:
             return Slot(self, now, now - waiter.enqueued)
         self._leave(waiter, now, expired=True)
         return QUEUE_DELAY
+
+    def ran_inline(self, slot: Slot) -> None:
+        """``slot``'s work ran on the event loop: let it go now, or, once the loop has run
+        such work back to back for ``INLINE_SLICE_S``, on the loop's next turn.
+
+        Searches that arrive together would otherwise all run in one turn of the loop,
+        tens of milliseconds in which it accepts no connection, reads no request and
+        asks the door nothing. Handed back on the next turn, the slot makes the rest
+        wait at admission while the loop polls its sockets; doing that after every
+        search would make each one pay for a turn and its refusals.
+        """
+        now = time.monotonic()
+        if self._run_since is None:
+            self._run_since = now
+        if now - self._run_since < INLINE_SLICE_S:
+            slot.drop()
+            return
+        asyncio.get_running_loop().call_soon(self._next_turn, slot)
+
+    def _next_turn(self, slot: Slot) -> None:
+        self._run_since = None
+        slot.drop()
 
     def release(self, started: float | None, cpu_s: float = 0.0) -> None:
         """Give a slot back: to the waiter the lane picks, else to the lane. ``started``:

@@ -39,7 +39,13 @@ async def run(request: Request, fn: Callable[..., T], *args: Any, inline: bool =
     """
     slot = current_slot.get()
     if inline:
-        return fn(*args) if slot is None else _timed(slot, None, fn, *args)
+        if slot is None:
+            return fn(*args)
+        slot.hold()
+        try:
+            return _timed(slot, None, fn, *args)
+        finally:
+            slot.gate.ran_inline(slot)
     deadline = current_deadline.get()
     if deadline is not None:
         deadline.hand_off()  # from now on a client that goes away stops the work
