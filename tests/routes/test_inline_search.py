@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from spyglass.app import create_app
 from spyglass.middleware import admission
@@ -17,11 +20,15 @@ from tests.routes.helpers import create
 
 VECTORS = {f"v{i}": [float(i), 1.0, 0.0, float(i % 3)] for i in range(20)}
 
+QUERY = {"vector": [4.1, 1.0, 0.0, 1.0], "k": 3}
 
-async def test_a_plain_vector_search_runs_on_the_loop_and_answers_as_a_thread_would(
-    tmp_path: Path,
-) -> None:
-    app = create_app(make_settings(tmp_path / "data"))
+
+@asynccontextmanager
+async def serving(
+    tmp_path: Path, **settings: object
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """An app with a collection ``plain`` of ``VECTORS`` (payload ``shop: a``), and a client."""
+    app = create_app(make_settings(tmp_path / "data", **settings))
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://spyglass"
@@ -30,39 +37,42 @@ async def test_a_plain_vector_search_runs_on_the_loop_and_answers_as_a_thread_wo
             items = [{"id": k, "vector": v, "payload": {"shop": "a"}} for k, v in VECTORS.items()]
             r = await client.post("/collections/plain/items", json={"items": items})
             assert r.status_code == 200, r.text
-            query = {"vector": [4.1, 1.0, 0.0, 1.0], "k": 3}
-            gate = app.state.admission.gates["search"]
-            assert gate.executor is not None
-            inline = await client.post("/collections/plain/search", json=query)
-            assert len(gate.executor._threads) == 0  # no thread of the lane ever started
-            await asyncio.sleep(0)  # the slot is given back on the loop's next turn
-            assert gate.lane.in_flight == 0
-            assert gate.lane.base_s(time.monotonic()) is not None  # its CPU still counted
-            # a filter sends the same search to a thread; the answer must not change
-            threaded = await client.post(
-                "/collections/plain/search", json={**query, "filter": {"shop": "a"}}
-            )
-            assert len(gate.executor._threads) == 1
-        assert inline.status_code == 200, inline.text
-        assert [h["id"] for h in inline.json()["hits"]] == ["v4", "v5", "v3"]
-        assert threaded.status_code == 200, threaded.text
-        assert threaded.json()["hits"] == inline.json()["hits"]
+            yield app, client
+
+
+async def test_a_plain_vector_search_runs_on_the_loop_and_answers_as_a_thread_would(
+    tmp_path: Path,
+) -> None:
+    async with serving(tmp_path) as (app, client):
+        gate = app.state.admission.gates["search"]
+        assert gate.executor is not None
+        inline = await client.post("/collections/plain/search", json=QUERY)
+        assert len(gate.executor._threads) == 0  # no thread of the lane ever started
+        await asyncio.sleep(0)  # the slot is given back on the loop's next turn
+        assert gate.lane.in_flight == 0
+        assert gate.lane.base_s(time.monotonic()) is not None  # its CPU still counted
+        # a filter sends the same search to a thread; the answer must not change
+        threaded = await client.post(
+            "/collections/plain/search", json={**QUERY, "filter": {"shop": "a"}}
+        )
+        assert len(gate.executor._threads) == 1
+    assert inline.status_code == 200, inline.text
+    assert [h["id"] for h in inline.json()["hits"]] == ["v4", "v5", "v3"]
+    assert threaded.status_code == 200, threaded.text
+    assert threaded.json()["hits"] == inline.json()["hits"]
 
 
 async def test_only_short_local_vector_searches_of_plain_collections_run_inline(
     tmp_path: Path,
 ) -> None:
-    app = create_app(make_settings(tmp_path / "data"))
-    async with app.router.lifespan_context(app):
+    async with serving(tmp_path) as (app, client):
+        await create(client, "colors", encoder="color")
+        await create(client, "unseen", dim=4, metric="l2")
         engine = app.state.engine
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://spyglass"
-        ) as client:
-            await create(client, "plain", dim=4, metric="l2")
-            await create(client, "colors", encoder="color")
         vector = [1.0, 0.0, 0.0, 0.0]
-        assert not engine.runs_inline("plain", SearchIn(vector=vector))  # not looked up yet
-        engine.get_collection("plain")
+        assert not engine.runs_inline("unseen", SearchIn(vector=vector))  # not looked up yet
+        engine.get_collection("unseen")
+        assert engine.runs_inline("unseen", SearchIn(vector=vector))
         engine.get_collection("colors")
         assert engine.runs_inline("plain", SearchIn(vector=vector))
         assert engine.runs_inline("plain", SearchIn(vector=vector, k=100, ef=512))
@@ -78,13 +88,8 @@ async def test_only_short_local_vector_searches_of_plain_collections_run_inline(
 
 
 async def test_with_a_shared_cache_no_search_runs_inline(tmp_path: Path, redis_url: str) -> None:
-    app = create_app(make_settings(tmp_path / "data", redis_url=redis_url))
-    async with app.router.lifespan_context(app):
+    async with serving(tmp_path, redis_url=redis_url) as (app, _):
         engine = app.state.engine
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://spyglass"
-        ) as client:
-            await create(client, "plain", dim=4, metric="l2")
         engine.get_collection("plain")
         assert not engine.runs_inline("plain", SearchIn(vector=[1.0, 0.0, 0.0, 0.0]))
 
@@ -94,24 +99,16 @@ async def test_searches_that_arrive_together_run_back_to_back_for_one_slice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slice_s: float, waited: int
 ) -> None:
     monkeypatch.setattr(admission, "INLINE_SLICE_S", slice_s)
-    app = create_app(make_settings(tmp_path / "data"))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://spyglass"
-        ) as client:
-            await create(client, "plain", dim=4, metric="l2")
-            items = [{"id": k, "vector": v} for k, v in VECTORS.items()]
-            assert (await client.post("/collections/plain/items", json={"items": items})).is_success
-            query = {"vector": [4.1, 1.0, 0.0, 1.0], "k": 3}
-            await client.post("/collections/plain/search", json=query)  # learns the collection
-            await asyncio.sleep(0)  # its slot is back
-            lane = app.state.admission.gates["search"].lane
-            lane.stats.delays.clear()
-            answers = await asyncio.gather(
-                *(client.post("/collections/plain/search", json=query) for _ in range(8))
-            )
-        assert all(answer.status_code == 200 for answer in answers)
-        # past its slice the loop hands the slot back on its next turn, so those behind
-        # wait at admission (where the lane sees them); within it they run back to back
-        assert len(lane.stats.delays) == 8
-        assert sum(delay > 0 for delay in lane.stats.delays) == waited
+    async with serving(tmp_path) as (app, client):
+        await client.post("/collections/plain/search", json=QUERY)  # learns the collection
+        await asyncio.sleep(0)  # its slot is back
+        lane = app.state.admission.gates["search"].lane
+        lane.stats.delays.clear()
+        answers = await asyncio.gather(
+            *(client.post("/collections/plain/search", json=QUERY) for _ in range(8))
+        )
+    assert all(answer.status_code == 200 for answer in answers)
+    # past its slice the loop hands the slot back on its next turn, so those behind
+    # wait at admission (where the lane sees them); within it they run back to back
+    assert len(lane.stats.delays) == 8
+    assert sum(delay > 0 for delay in lane.stats.delays) == waited
