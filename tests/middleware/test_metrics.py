@@ -11,12 +11,13 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from spyglass.app import create_app
 from spyglass.errors import ConfigError
 from spyglass.metrics import MULTIPROC_ENV, Metrics, multiproc_dir
 from spyglass.middleware.metrics import MetricsMiddleware
+from spyglass.middleware.route_template import UNMATCHED
 from spyglass.routes.metrics import router as metrics_router
 from tests.conftest import test_settings as settings_for
 
@@ -128,6 +129,39 @@ async def test_refusals_count_as_shed_and_rate_limited(client: httpx.AsyncClient
     assert value(samples, total, route="/collections/{name}", method="PUT", status="429") == 1
     assert not any("greedy" in v or "full" in v for v in label_values(samples))
     assert "/collections/greedy" not in text
+
+
+async def test_an_answer_is_counted_before_its_last_byte_leaves() -> None:
+    """A worker killed just after answering has already counted what the client holds."""
+    metrics = Metrics()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"part", "more_body": True})
+        await send({"type": "http.response.body", "body": b"end"})
+
+    seen: list[tuple[bool, float | None, float | None]] = []
+
+    async def send(message: Message) -> None:
+        samples = [
+            s
+            for f in text_string_to_metric_families(metrics.exposition().decode())
+            for s in f.samples
+        ]
+        counted = value(
+            samples, "spyglass_http_requests_total", route=UNMATCHED, method="GET", status="200"
+        )
+        flying = value(samples, "spyglass_http_requests_in_flight")
+        seen.append((bool(message.get("more_body")), counted, flying))
+
+    async def receive() -> Message:
+        return {"type": "http.disconnect"}
+
+    scope = {"type": "http", "method": "GET", "path": "/x", "root_path": "", "headers": []}
+    await MetricsMiddleware(app, metrics)(scope, receive, send)
+    start, part, end = seen
+    assert start[1:] == (None, 1) and part[1:] == (None, 1)
+    assert end == (False, 1, 0)
 
 
 async def test_cache_and_encoder_metrics(tmp_path: Path) -> None:

@@ -43,31 +43,43 @@ class MetricsMiddleware:
         metrics = self.metrics
         started = time.perf_counter()
         status = 500  # what the client gets if the app raises before answering
+        recorded = False
 
         async def send_and_watch(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
+            # Recorded (and out of flight) before the last body chunk leaves: a client
+            # that holds the whole answer has been counted, even if its worker dies next.
+            nonlocal status, recorded
+            kind = message["type"]
+            if kind == "http.response.start":
                 status = int(message["status"])
+            elif kind == "http.response.body" and not message.get("more_body", False):
+                if not recorded:
+                    recorded = True
+                    self._record(scope, status, time.perf_counter() - started)
             await send(message)
 
         metrics.in_flight.inc()
         try:
             await self.app(scope, receive, send_and_watch)
         finally:
-            metrics.in_flight.dec()
-            seconds = time.perf_counter() - started
-            method = scope["method"] if scope["method"] in METHODS else "OTHER"
-            route = route_template(scope)
-            counted = self._counted.get((route, method, status))
-            if counted is None:
-                counted = metrics.requests.labels(route, method, str(status))
-                self._counted[(route, method, status)] = counted
-            counted.inc()
-            timed = self._timed.get((route, method))
-            if timed is None:
-                timed = self._timed[(route, method)] = metrics.latency.labels(route, method)
-            timed.observe(seconds)
-            if status == 503:
-                metrics.shed.labels(route_class(method, scope["path"])).inc()
-            elif status == 429:
-                metrics.rate_limited.labels(route_class(method, scope["path"])).inc()
+            if not recorded:
+                self._record(scope, status, time.perf_counter() - started)
+
+    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+        metrics = self.metrics
+        metrics.in_flight.dec()
+        method = scope["method"] if scope["method"] in METHODS else "OTHER"
+        route = route_template(scope)
+        counted = self._counted.get((route, method, status))
+        if counted is None:
+            counted = metrics.requests.labels(route, method, str(status))
+            self._counted[(route, method, status)] = counted
+        counted.inc()
+        timed = self._timed.get((route, method))
+        if timed is None:
+            timed = self._timed[(route, method)] = metrics.latency.labels(route, method)
+        timed.observe(seconds)
+        if status == 503:
+            metrics.shed.labels(route_class(method, scope["path"])).inc()
+        elif status == 429:
+            metrics.rate_limited.labels(route_class(method, scope["path"])).inc()
