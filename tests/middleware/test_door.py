@@ -196,28 +196,6 @@ def test_searches_that_name_no_collection_draw_on_their_models_lane() -> None:
     assert admission.gate_for("POST", "/v1/embeddings")[0] == "search-text"
 
 
-async def test_a_slot_adds_up_the_cpu_of_its_threads(tmp_path: Path) -> None:
-    app = create_app(make_settings(tmp_path / "data"))
-
-    def spin() -> None:
-        started = time.thread_time()
-        while time.thread_time() - started < 0.02:  # 20 ms of this thread's CPU
-            pass
-        time.sleep(0.3)  # and a wait that takes no CPU
-
-    async def busy(request: Request) -> JSONResponse:
-        await run(request, spin)
-        return JSONResponse({"ok": "yes"})
-
-    app.router.routes.insert(0, Route("/collections/c/search", busy, methods=["POST"]))
-    lane = app.state.admission.gates["search"].lane
-    async with app.router.lifespan_context(app), client_for(app) as client:
-        assert (await client.post("/collections/c/search")).status_code == 200
-        await until_async(lambda: lane.in_flight == 0)
-    base = lane.base_s(time.monotonic())
-    assert base is not None and 0.02 <= base < 0.3  # its thread's CPU, not its wall time
-
-
 async def test_the_asgi_door_does_not_ask_again_for_what_the_protocol_let_in() -> None:
     admission = install_admission(
         FastAPI(), search=Budget(in_flight=1, queue=0, wait_ms=100), ingest=ROOMY, other=ROOMY

@@ -148,19 +148,25 @@ def test_no_queue_means_no_waiting_whatever_the_service_time() -> None:
     assert gate.arrive(0.002) is False and gate.stats.shed[QUEUE_FULL] == 2
 
 
-def test_service_time_is_a_running_mean_and_the_uncontended_one_the_lowest() -> None:
+def test_service_time_is_a_running_mean() -> None:
     gate = lane(limit=4)
     for _ in range(4):
         gate.arrive(0.0)
     gate.release(0.0, 0.010)
-    assert gate.service_s == pytest.approx(0.010) and gate.base_s(0.0) == pytest.approx(0.010)
+    assert gate.service_s == pytest.approx(0.010)
     gate.release(0.0, 0.030)
-    assert 0.010 < (gate.service_s or 0) < 0.030 and gate.base_s(0.0) == pytest.approx(0.010)
-    assert gate.base_s(60.0) == pytest.approx(0.020)  # forgotten slowly: doubles a minute
-    gate.release(60.0, 0.015)  # lower than the forgotten one: taken
-    assert gate.base_s(60.0) == pytest.approx(0.015)
-    gate.release(60.0, 0.030, 0.002)  # slow in wall time, 2 ms of its threads' CPU
-    assert gate.base_s(60.0) == pytest.approx(0.002) and (gate.service_s or 0) > 0.010
+    assert 0.010 < (gate.service_s or 0) < 0.012
+
+
+def test_when_every_open_connection_fits_the_queue_holds_them_all() -> None:
+    gate = lane(limit=1, queue_max=40)
+    gate.arrive(0.0)
+    gate.release(0.05, 0.05)  # 50 ms each: two could start within the interval
+    assert gate.queue_cap(0.05) == 2
+    gate.census.connections = 41  # but one running and 40 waiting are all there can be
+    assert gate.queue_cap(0.05) == 40
+    gate.census.connections = 42
+    assert gate.queue_cap(0.05) == 2
 
 
 def test_a_wait_of_a_whole_interval_counts_as_an_overflow_a_short_one_does_not() -> None:
@@ -174,27 +180,20 @@ def test_a_wait_of_a_whole_interval_counts_as_an_overflow_a_short_one_does_not()
     assert gate.last_overflow == 0.1  # a 5 ms wait running out renews nothing
 
 
-def test_a_long_overload_reopens_the_burst_queue_and_resending_clients_then_fit() -> None:
-    gate = lane(limit=1, queue_max=64)
-    for service_s in [0.001] + [0.02] * 40:  # uncontended: 1 ms (a burst queue of 64),
-        gate.arrive(0.0)  # but refusals slowed the service: the running mean is 20 ms
-        gate.release(0.001, service_s)
-    assert gate.queue_cap(0.001) == 64 and gate._cap(0.1, gate.service_s) < 16
-    now = 0.001
-    assert gate.arrive(now) is True
-    waiting = [waiter(gate.arrive(now)) for _ in range(15)]  # 16 clients, one slot
-    gate._overflow(now)  # a stall made the queue overflow once: overloaded
+def resend_at_once(gate: Lane, waiting: list[Waiter], now: float, until: float) -> list[float]:
+    """Clients that send again as soon as they are answered or refused, one release per
+    ms, until ``until``; when each refusal came."""
     refused_at: list[float] = []
-    senders = 0  # clients answered or refused, sending again at once
-    while now < 8.0:  # one tick per ms
+    senders = 0
+    while now < until:
         now += 0.001
         granted = gate.release(now)
         dropped = gate.take_dropped()
-        waiting = [w for w in waiting if w is not granted and w not in dropped]
+        waiting[:] = [w for w in waiting if w is not granted and w not in dropped]
         expired = [w for w in waiting if w.expires < now]
         for w in expired:
             gate.give_up(w, now)
-        waiting = [w for w in waiting if w not in expired]
+        waiting[:] = [w for w in waiting if w not in expired]
         refused_at += [now] * (len(dropped) + len(expired))
         senders += 1 + len(dropped) + len(expired)
         for _ in range(senders):
@@ -205,9 +204,71 @@ def test_a_long_overload_reopens_the_burst_queue_and_resending_clients_then_fit(
             if isinstance(decision, Waiter):
                 waiting.append(decision)
             senders -= 1
+    return refused_at
+
+
+def slowed_by_refusals() -> tuple[Lane, list[Waiter]]:
+    """A lane with one request running and 15 waiting, overloaded since 0.001, where
+    refusals have slowed the service from 1 ms to a running mean of 20 ms."""
+    gate = lane(limit=1, queue_max=64)
+    for _ in range(40):
+        gate.arrive(0.0)
+        gate.release(0.001, 0.001)
+    assert gate.arrive(0.001) is True
+    waiting = [waiter(gate.arrive(0.001)) for _ in range(15)]
+    gate._overflow(0.001)  # a stall made the queue overflow once: overloaded
+    gate.service_s = 0.02
+    assert gate._cap(0.005, gate.service_s) == 1
+    return gate, waiting
+
+
+def test_a_long_overload_reopens_the_burst_queue_and_resending_clients_then_fit() -> None:
+    gate, waiting = slowed_by_refusals()
+    gate.census.connections = 16  # 16 clients that each send again at once
+    refused_at = resend_at_once(gate, waiting, 0.001, 8.0)
     hold = gate.interval_s * HOLD_INTERVALS
     assert refused_at and hold <= max(refused_at) < hold + 0.2  # refused until it reopened
-    assert not gate.overloaded(now) and len(waiting) == 15  # then served in order
+    assert not gate.overloaded(8.0) and len(waiting) == 15  # then served in order
+
+
+def test_an_overload_with_more_connections_than_the_burst_queue_holds_stays() -> None:
+    gate, waiting = slowed_by_refusals()
+    gate.census.connections = 66  # one running and 64 waiting cannot be all of them
+    refused_at = resend_at_once(gate, waiting, 0.001, 8.0)
+    assert gate.overloaded(8.0) and max(refused_at) > 7.9  # never reopened
+
+
+def test_each_try_of_the_burst_queue_that_overflows_doubles_the_wait_for_the_next() -> None:
+    gate, _ = slowed_by_refusals()
+    tries: list[float] = []
+    now = 0.001
+    while now < 40.0:  # a real excess: the queue overflows every 10 ms, tries included
+        now += 0.01
+        opened = gate.reopened_until
+        gate._overflow(now)
+        if gate.reopened_until != opened and gate.reopened_until > now:
+            tries.append(round(now, 2))
+    hold = gate.interval_s * HOLD_INTERVALS
+    waits = [b - a for a, b in zip([0.0, *tries], tries, strict=False)]
+    assert waits == pytest.approx([hold, 2 * hold, 4 * hold], abs=0.2)
+    assert gate.overloaded(now) and gate.hold_intervals == 8 * HOLD_INTERVALS
+    gate._overflow(now + 1.0)  # after a calm second, a new overload starts from the first
+    assert gate.hold_intervals == HOLD_INTERVALS
+
+
+def test_a_population_that_fits_waits_its_turn_without_making_the_lane_overloaded() -> None:
+    gate = lane(limit=1, queue_max=50)
+    gate.arrive(0.0)
+    gate.release(0.002, 0.002)
+    gate.census.connections = 40
+    gate.arrive(0.002)
+    slow = waiter(gate.arrive(0.002))
+    gate.give_up(slow, 0.102)  # a stall: its wait ran out, yet every client fits
+    assert gate.stats.shed[QUEUE_DELAY] == 1 and not gate.overloaded(0.102)
+    gate.census.connections = 60  # more clients than it holds: the same wait overflows
+    again = waiter(gate.arrive(0.2))
+    gate.give_up(again, 0.31)
+    assert gate.overloaded(0.31)
 
 
 def test_snapshot_reports_the_state() -> None:

@@ -97,9 +97,11 @@ def demo(**overrides: Any) -> None:
 
 def run_server(settings: Settings) -> None:
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
 
     from spyglass.app import SETTINGS_ENV, cores
     from spyglass.auth.guard import open_server_warning
+    from spyglass.cli.workers import Workers, listening_sockets
     from spyglass.metrics import multiproc_dir
     from spyglass.middleware.access_log import log_config
 
@@ -116,18 +118,31 @@ def run_server(settings: Settings) -> None:
     )
     if warning:
         console.print(f"[bold yellow]{warning}[/]", soft_wrap=True, highlight=False)
+    config = uvicorn.Config(
+        "spyglass.app:app_from_environment",
+        factory=True,
+        http="spyglass.overload.http_protocol:DoorHttpProtocol",
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        log_config=log_config(settings.log_level, json_lines=settings.log_json),
+        access_log=False,  # uvicorn's line holds the raw path; ours logs the route template
+    )
     with multiproc_dir(settings.workers):
-        uvicorn.run(
-            "spyglass.app:app_from_environment",
-            factory=True,
-            http="spyglass.overload.http_protocol:DoorHttpProtocol",
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_level=settings.log_level,
-            log_config=log_config(settings.log_level, json_lines=settings.log_json),
-            access_log=False,  # uvicorn's line holds the raw path; ours logs the route template
-        )
+        if settings.workers == 1:
+            server = uvicorn.Server(config)
+            server.run()
+            if not server.started:
+                sys.exit(STARTUP_FAILURE)
+            return
+        try:
+            sockets = listening_sockets(settings.host, settings.port, settings.workers)
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+            ) from exc
+        Workers(config, sockets).run()
 
 
 @cli.command(name="ingest")

@@ -66,7 +66,7 @@ from spyglass.middleware.route_class import (
 )
 from spyglass.middleware.route_template import route_template
 from spyglass.overload.deadline import Deadline, current_deadline
-from spyglass.overload.lane import BUDGET, QUEUE_DELAY, QUEUE_FULL, Lane, Waiter
+from spyglass.overload.lane import BUDGET, QUEUE_DELAY, QUEUE_FULL, Census, Lane, Waiter
 from spyglass.problems import problem_response
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ class Budget:
         if self.timeout_s is not None and self.timeout_s <= 0:
             raise ValueError(f"invalid admission budget {self}")
 
-    def lane(self, name: str) -> Lane:
+    def lane(self, name: str, census: Census | None = None) -> Lane:
         interval = max(self.wait_ms, 0.001) / 1000
         target = min(self.target_ms / 1000, interval)
         return Lane(
@@ -109,6 +109,7 @@ class Budget:
             queue_max=self.queue,
             target_s=target,
             interval_s=interval,
+            census=census,
         )
 
 
@@ -149,15 +150,13 @@ class Slot:
     request cancelled over its budget frees its slot only when its CPU is free.
     """
 
-    __slots__ = ("gate", "started", "waited", "holds", "cpu_s")
+    __slots__ = ("gate", "started", "waited", "holds")
 
     def __init__(self, gate: Gate, started: float, waited: float) -> None:
         self.gate = gate
         self.started = started
         self.waited = waited
         self.holds = 1
-        self.cpu_s = 0.0
-        """CPU seconds its threads spent on it: its own cost, whatever the contention."""
 
     def hold(self) -> None:
         self.holds += 1
@@ -165,7 +164,7 @@ class Slot:
     def drop(self) -> None:
         self.holds -= 1
         if self.holds == 0:
-            self.gate.release(self.started, self.cpu_s)
+            self.gate.release(self.started)
 
 
 #: The slot of the request being served in this task, for work it hands to threads.
@@ -236,13 +235,12 @@ class Gate:
         self._run_since = None
         slot.drop()
 
-    def release(self, started: float | None, cpu_s: float = 0.0) -> None:
+    def release(self, started: float | None) -> None:
         """Give a slot back: to the waiter the lane picks, else to the lane. ``started``:
-        when its request began (its service time is measured), None if it never ran;
-        ``cpu_s``: the CPU its threads spent."""
+        when its request began (its service time is measured), None if it never ran."""
         now = time.monotonic()
         service_s = None if started is None else now - started
-        waiter = self.lane.release(now, service_s, cpu_s or None)
+        waiter = self.lane.release(now, service_s)
         self._wake_dropped()
         if waiter is not None:
             _resolve(waiter.handle)
@@ -280,7 +278,9 @@ class Admission:
     stats: dict[str, ClassStats] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.gates = {name: Gate(b, b.lane(name)) for name, b in self.budgets.items()}
+        self.census = Census()
+        """The worker's open connections, for its lanes (kept by the HTTP protocol)."""
+        self.gates = {name: Gate(b, b.lane(name, self.census)) for name, b in self.budgets.items()}
         self.stats = {name: gate.stats for name, gate in self.gates.items()}
         self.search_lanes: dict[str, str] = {}
 

@@ -17,10 +17,15 @@ state. Only a request with nothing ahead of it on its connection is refused here
 (a pipelined one waits its turn and meets the ASGI door), so responses keep their
 order. A request that expects ``100 Continue``, or is not keep-alive, gets
 ``Connection: close`` and the connection is closed after the refusal.
+
+It also keeps the count of the worker's open connections in the lanes' census:
+each holds at most one request, so when they would all fit in a lane's burst
+queue that lane need not shed (see :mod:`spyglass.overload.lane`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import urllib.parse
 
 import httptools
@@ -38,6 +43,20 @@ class DoorHttpProtocol(HttpToolsProtocol):
 
     _refused = False
     _entering: Lane | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._count_connections()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._count_connections()
+
+    def _count_connections(self) -> None:
+        """Tell the lanes how many connections are open (see ``Lane.fits``)."""
+        door: Door | None = self.app_state.get(DOOR_STATE)
+        if door is not None:
+            door.admission.census.connections = len(self.server_state.connections)
 
     def on_message_begin(self) -> None:
         self._refused = False

@@ -5,11 +5,8 @@ that follows CoDel's two delays (``target``, ``interval``) with the "adaptive
 LIFO" of Facebook's RPC servers:
 
 - a burst may wait up to ``interval``, first come first served. The queue may
-  then hold as many requests as could start within ``interval`` at the lane's
-  *uncontended* service time (the lowest seen, as TCP Vegas takes its base round
-  trip, slowly forgotten: ``BASE_DOUBLING_S``), so a steady population (a few
-  dozen clients that each send again once answered) is served in order and
-  nobody is refused: the server is at its capacity, not past it;
+  then hold as many requests as could start within ``interval`` at the measured
+  service time (a running mean);
 - once the queue has *overflowed* (a request was refused because it was full)
   within the last ``interval``, the lane is *overloaded*: arrivals outrun the
   service, and a longer queue would only add delay. The queue then holds only
@@ -20,12 +17,23 @@ LIFO" of Facebook's RPC servers:
   so the requests that run are fresh and the ones refused are those whose
   clients may have given up already.
 
+An HTTP/1.1 connection holds at most one request at a time. So when the HTTP
+server reports the worker's open connections (:class:`Census`) and there are no
+more of them than the lane's slots and ``queue_max``, every one of their requests
+may wait in the burst queue, whatever the service time, and nothing can overflow
+it: a wait that runs out is then a steady population of clients that each send
+again once answered (a connection pool, a closed-loop benchmark) taking its
+turn, not arrivals outrunning the service, and it does not make the lane
+overloaded. Refusing such clients would only bring them back at once; served in
+order, nobody is refused: the server is at its capacity, not past it.
+
 Clients that resend a refused request at once can keep that short queue
 overflowing for ever, and their refusals slow the service it is sized by. So a
-lane overloaded for ``HOLD_INTERVALS`` intervals on end (5 s) opens its burst
-queue again for one ``interval``: a real excess overflows it, or makes a request
-wait a whole interval, within moments and is overloaded again; such clients fit
-in it, and are served in order from then on.
+lane overloaded for ``HOLD_INTERVALS`` intervals on end (5 s), whose open
+connections would all fit in the burst queue (or are not counted), opens it
+again for one ``interval``: a real excess overflows it within moments and is overloaded again,
+and the next try waits twice as long; such clients fit in it, and are served in
+order from then on.
 
 A request that could not start within the wait a newcomer would get is refused
 at once, at the door, before any of its work is done.
@@ -47,15 +55,20 @@ QUEUE_DELAY = "queue_delay"
 BUDGET = "budget"
 SHED_REASONS = (QUEUE_FULL, QUEUE_DELAY, BUDGET)
 
-#: Weight of each new service time in the running mean (an EWMA over ~20 requests).
+#: Weight of each new service time in the running means (EWMAs over ~20 requests).
 SERVICE_ALPHA = 0.05
-#: The uncontended service time is the lowest one seen (the CPU time of a request's
-#: threads when known: a storm of refusals slows every search it meets, in wall time, and
-#: must not be taken for the lane's own pace), which doubles every this many seconds
-#: unless a lower one comes, so that a lasting change is taken within minutes.
-BASE_DOUBLING_S = 60.0
-#: Intervals of overload on end after which the burst queue is opened again (see above).
+#: Intervals of overload on end after which the burst queue is opened again (see above);
+#: doubled after each try that overflowed, up to ``HOLD_MAX_INTERVALS``.
 HOLD_INTERVALS = 50
+HOLD_MAX_INTERVALS = 640
+
+
+@dataclass
+class Census:
+    """The worker's open connections, kept by its HTTP server (None when it does not
+    say); shared by the worker's lanes."""
+
+    connections: int | None = None
 
 
 @dataclass(eq=False)
@@ -89,6 +102,7 @@ class Lane:
         queue_max: int,
         target_s: float = 0.005,
         interval_s: float = 0.1,
+        census: Census | None = None,
     ) -> None:
         if limit < 1 or queue_max < 0 or not 0 < target_s <= interval_s:
             raise ValueError(f"invalid lane {name}: limit {limit}, queue {queue_max}")
@@ -97,6 +111,7 @@ class Lane:
         self.queue_max = queue_max
         self.target_s = target_s
         self.interval_s = interval_s
+        self.census = census or Census()
         self.in_flight = 0
         self.waiting: deque[Waiter] = deque()
         self.entered = 0
@@ -109,10 +124,10 @@ class Lane:
         """When the current overload began (its first overflow)."""
         self.reopened_until = -math.inf
         """The end of the interval for which the burst queue is open again."""
+        self.hold_intervals = HOLD_INTERVALS
+        """Intervals of overload before the next try of the burst queue."""
         self.service_s: float | None = None
         """The running mean service time: how the lane serves now."""
-        self._base: tuple[float, float] | None = None
-        """The uncontended service time and when it was seen (see ``BASE_DOUBLING_S``)."""
         self.stats = LaneStats()
         self.dropped: list[Waiter] = []
         """Waiters refused while they waited (too old once overloaded), for the asyncio
@@ -130,18 +145,18 @@ class Lane:
     def queue_cap(self, now: float) -> int:
         """Waiters that can still start within the wait a newcomer would get: limit x
         ``target`` / the measured service time when overloaded, else limit x
-        ``interval`` / the uncontended one."""
+        ``interval`` / that time, or ``queue_max`` when every open connection fits."""
         if self.overloaded(now):
             return self._cap(self.target_s, self.service_s)
-        return self._cap(self.interval_s, self.base_s(now))
+        if self.fits():
+            return self.queue_max
+        return self._cap(self.interval_s, self.service_s)
 
-    def base_s(self, now: float) -> float | None:
-        """The uncontended service time: the lowest seen, doubled per ``BASE_DOUBLING_S``
-        since."""
-        if self._base is None:
-            return None
-        seen, at = self._base
-        return seen * 2 ** ((now - at) / BASE_DOUBLING_S)
+    def fits(self) -> bool:
+        """Whether every open connection's request may run or wait here (false when the
+        HTTP server does not count connections)."""
+        connections = self.census.connections
+        return connections is not None and connections <= self.limit + self.queue_max
 
     def _cap(self, wait_s: float, service_s: float | None) -> int:
         if service_s is None:
@@ -152,9 +167,15 @@ class Lane:
     def _overflow(self, now: float) -> None:
         """The queue overflowed (or made a request wait a whole interval)."""
         if not self.overloaded(now):
+            if now >= self.reopened_until + self.interval_s:  # a new overload
+                self.hold_intervals = HOLD_INTERVALS
+            elif self.reopened_until > -math.inf:  # the try overflowed: wait longer
+                self.hold_intervals = min(2 * self.hold_intervals, HOLD_MAX_INTERVALS)
             self.overloaded_since = now
             self.reopened_until = -math.inf
-        elif now - self.overloaded_since >= self.interval_s * HOLD_INTERVALS:
+        elif now - self.overloaded_since >= self.interval_s * self.hold_intervals and (
+            self.census.connections is None or self.fits()
+        ):
             self.reopened_until = now + self.interval_s  # try the burst queue again
             self.overloaded_since = self.reopened_until
         self.last_overflow = now
@@ -190,21 +211,12 @@ class Lane:
         self.waiting.append(waiter)
         return waiter
 
-    def release(
-        self, now: float, service_s: float | None = None, cpu_s: float | None = None
-    ) -> Waiter | None:
-        """A request finished (``service_s`` after it started, ``cpu_s`` of its threads'
-        CPU if known): its slot goes to the waiter that should run next, which is
-        returned, or back to the lane."""
+    def release(self, now: float, service_s: float | None = None) -> Waiter | None:
+        """A request finished, ``service_s`` after it started (None: it never ran): its
+        slot goes to the waiter that should run next, which is returned, or back to the
+        lane."""
         if service_s is not None:
-            previous = self.service_s
-            self.service_s = (
-                service_s if previous is None else previous + SERVICE_ALPHA * (service_s - previous)
-            )
-            own = cpu_s or service_s
-            base = self.base_s(now)
-            if base is None or own <= base:
-                self._base = (own, now)
+            self.service_s = _mean(self.service_s, service_s)
         overloaded = self._drop_stale(now)
         while self.waiting:
             waiter = self.waiting.pop() if overloaded else self.waiting.popleft()
@@ -246,16 +258,20 @@ class Lane:
     def _refuse(self, waiter: Waiter, now: float, *, ran_out: bool) -> None:
         """Count a waiter out of the queue ungranted and mark it refused for the asyncio
         side. One whose wait of a whole interval ran out says the queue is not keeping
-        up, which counts as an overflow."""
+        up, which counts as an overflow, unless every open connection fits in it."""
         self.stats.shed[QUEUE_DELAY] += 1
         waiter.expires = -math.inf
-        if ran_out and now - waiter.enqueued >= self.interval_s and not self.overloaded(now):
+        if (
+            ran_out
+            and now - waiter.enqueued >= self.interval_s
+            and not self.overloaded(now)
+            and not self.fits()
+        ):
             self._overflow(now)
 
     def snapshot(self, now: float) -> dict[str, Any]:
         """The lane's state for ``/status``: limit, in flight, queued, delays, sheds."""
         delays = sorted(self.stats.delays)
-        base = self.base_s(now)
         return {
             "limit": self.limit,
             "in_flight": self.in_flight,
@@ -263,13 +279,21 @@ class Lane:
             "entered": self.entered,
             "queue_cap": self.queue_cap(now),
             "overloaded": self.overloaded(now),
-            "service_ms": None if self.service_s is None else round(self.service_s * 1000, 3),
-            "base_service_ms": None if base is None else round(base * 1000, 3),
+            "service_ms": _ms_of(self.service_s),
+            "connections": self.census.connections,
             "queue_delay_p50_ms": _ms(delays, 0.5),
             "queue_delay_p99_ms": _ms(delays, 0.99),
             "admitted": self.stats.admitted,
             "shed": dict(self.stats.shed),
         }
+
+
+def _mean(previous: float | None, sample: float) -> float:
+    return sample if previous is None else previous + SERVICE_ALPHA * (sample - previous)
+
+
+def _ms_of(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
 
 
 def _ms(ordered: list[float], q: float) -> float | None:

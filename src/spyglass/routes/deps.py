@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -43,7 +42,7 @@ async def run(request: Request, fn: Callable[..., T], *args: Any, inline: bool =
             return fn(*args)
         slot.hold()
         try:
-            return _timed(slot, None, fn, *args)
+            return fn(*args)
         finally:
             slot.gate.ran_inline(slot)
     deadline = current_deadline.get()
@@ -57,20 +56,9 @@ async def run(request: Request, fn: Callable[..., T], *args: Any, inline: bool =
         )
     slot.hold()  # admission's slot stays taken until the thread is done, cancelled or not
     executor = slot.gate.executor or request.app.state.executor
-    done = executor.submit(_timed, slot, context, fn, *args)
+    done = executor.submit(context.run, fn, *args)
     done.add_done_callback(lambda _: _drop_soon(loop, slot))
     return await asyncio.wrap_future(done, loop=loop)
-
-
-def _timed(slot: Slot, context: contextvars.Context | None, fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` in ``context`` (None: this one), its thread's CPU time added to
-    ``slot`` (admission sizes its burst queue by it: wall time grows with contention,
-    CPU time does not)."""
-    started = time.thread_time()
-    try:
-        return fn(*args) if context is None else context.run(fn, *args)
-    finally:
-        slot.cpu_s += time.thread_time() - started
 
 
 def _drop_soon(loop: asyncio.AbstractEventLoop, slot: Slot) -> None:
