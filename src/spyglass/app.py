@@ -262,4 +262,9 @@ def install_middleware(app: FastAPI, settings: Settings, ring: KeyRing) -> None:
         app, hsts=settings.hsts, hsts_max_age=settings.hsts_max_age, cors_origins=origins
     )
     install_request_log(app)
-    install_door(app, admission, hsts=hsts_value(settings.hsts, settings.hsts_max_age))
+    install_door(
+        app,
+        admission,
+        hsts=hsts_value(settings.hsts, settings.hsts_max_age),
+        refusal_rate=settings.admission_refusal_rate,
+    )

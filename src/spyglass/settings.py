@@ -254,6 +254,15 @@ class Settings(BaseSettings):
         300.0, gt=0, description="Time budget of a write request (uploads and encoding)."
     )
     request_timeout_s: float = Field(30.0, gt=0, description="Time budget of other requests.")
+    admission_refusal_rate: float = Field(
+        6000.0,
+        gt=0,
+        description="Most 503s one worker's HTTP protocol sends per second; requests refused"
+        " past this pace wait, unread, for their turn (at most 1 s), so that clients which"
+        " resend at once cannot spend the CPU on refusals (measured: about 90 µs each; the"
+        " default is a little over half a core, past eight times a worker's vector-search"
+        " capacity).",
+    )
     retry_after_s: int = Field(
         1, ge=1, description="`Retry-After` seconds on a 503 from admission control."
     )

@@ -13,6 +13,8 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -60,11 +62,11 @@ def closed(sock: socket.socket) -> bool:
     return sock.recv(1) == b""
 
 
-@pytest.fixture(scope="module")
-def full_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@contextmanager
+def full(tmp: Path, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
     """A one-worker server whose only search slot is held by a body that never comes."""
-    tmp = tmp_path_factory.mktemp("door")
     env = {"SPYGLASS_ADMISSION_SEARCH_IN_FLIGHT": "1", "SPYGLASS_ADMISSION_SEARCH_QUEUE": "0"}
+    env.update(extra_env or {})
     with running(tmp / "data", workers=1, log=tmp / "server.log", env=env) as server:
         created = httpx.put(f"{server.url}/collections/v", json={"dim": 2, "metric": "l2"})
         assert created.status_code == 201, created.text
@@ -83,6 +85,20 @@ def full_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             yield server
         finally:
             holder.close()
+
+
+@pytest.fixture(scope="module")
+def full_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with full(tmp_path_factory.mktemp("door")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def paced_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The same, sending at most one refusal a second."""
+    env = {"SPYGLASS_ADMISSION_REFUSAL_RATE": "1"}
+    with full(tmp_path_factory.mktemp("paced"), env) as server:
+        yield server
 
 
 def connect(server: Server) -> socket.socket:
@@ -147,3 +163,35 @@ def test_the_lane_counts_what_the_door_let_in_until_it_is_answered(full_server: 
         time.sleep(0.05)
     else:
         raise AssertionError("a request whose client went away stayed counted in its lane")
+
+
+def test_refusals_past_the_pace_wait_for_it_and_still_come_as_plain_503s(
+    paced_server: Server,
+) -> None:
+    socks = [connect(paced_server) for _ in range(4)]
+    try:
+        for sock in socks:  # four at once: one refusal may go now, the rest wait for theirs
+            sock.sendall(request("POST", "/collections/v/search", BODY))
+        for sock in socks:
+            buffer = bytearray()
+            status, headers, body = read_response(sock, buffer)
+            assert status == 503 and headers["retry-after"] == "1"
+            assert json.loads(body)["type"] == "urn:spyglass:problem:unavailable"
+            sock.sendall(request("GET", "/livez"))  # the connection is read again after it
+            assert read_response(sock, buffer)[0] == 200
+    finally:
+        for sock in socks:
+            sock.close()
+    door = httpx.get(f"{paced_server.url}/status").json()["door"]
+    assert door["refusal_rate"] == 1 and door["parked"] == 0 and door["parked_total"] >= 1
+
+
+def test_a_parked_refusal_is_answered_before_the_request_pipelined_behind_it(
+    paced_server: Server,
+) -> None:
+    with connect(paced_server) as sock:
+        buffer = bytearray()
+        search = request("POST", "/collections/v/search", BODY)
+        sock.sendall(search + search + request("GET", "/livez"))  # the second is parked
+        statuses = [read_response(sock, buffer)[0] for _ in range(3)]
+        assert statuses == [503, 503, 200]

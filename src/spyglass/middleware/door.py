@@ -20,10 +20,12 @@ They carry no ``X-Request-ID`` and are not in ``spyglass_http_requests_total``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from fastapi import FastAPI
@@ -34,12 +36,14 @@ from spyglass.middleware.access_log import ACCESS_LOGGER
 from spyglass.middleware.admission import Admission
 from spyglass.middleware.security_headers import API_CSP, common_headers
 from spyglass.overload.lane import QUEUE_FULL, Lane
+from spyglass.overload.pacer import Pacer
 
 SUMMARY_EVERY_S = 1.0
 DOOR_STATE = "spyglass.door"
 """The lifespan state key under which the app hands its :class:`Door` to the server."""
 DOOR_PASSED = "spyglass.door_passed"
 """The request state key the HTTP protocol sets on a request its door let in."""
+DEFAULT_REFUSAL_RATE = 6000.0
 
 
 @dataclass(frozen=True)
@@ -83,15 +87,29 @@ class Door:
         admission: Admission,
         on_shed: Callable[[str, str], None] | None = None,
         hsts: str | None = None,
+        refusal_rate: float = DEFAULT_REFUSAL_RATE,
     ) -> None:
         self.admission = admission
         self.on_shed = on_shed
+        self.pacer: Pacer[Any] = Pacer(refusal_rate)
+        """Paces the refusals the HTTP protocol sends (:mod:`spyglass.overload.pacer`)."""
+        self.drain: asyncio.TimerHandle | None = None
+        """The protocol's timer for the next parked refusal, if one is set."""
         self.answers = {
             name: refusal(name, admission.retry_after_s, hsts) for name in admission.gates
         }
         self.log = logging.getLogger(ACCESS_LOGGER)
         self._refused: dict[str, int] = {}
         self._since: float | None = None
+
+    def snapshot(self) -> dict[str, Any]:
+        """The refusal pace and the parked requests, for ``/status``."""
+        pacer = self.pacer
+        return {
+            "refusal_rate": pacer.rate,
+            "parked": len(pacer.parked),
+            "parked_total": pacer.parked_total,
+        }
 
     def refuse(self, method: str, path: str) -> Refusal | None:
         """The answer for a request refused here (counted), or None to let it in."""
@@ -152,11 +170,18 @@ class DoorMiddleware:
         await self.app(scope, receive, send)
 
 
-def install_door(app: FastAPI, admission: Admission, *, hsts: str | None = None) -> Door:
+def install_door(
+    app: FastAPI,
+    admission: Admission,
+    *,
+    hsts: str | None = None,
+    refusal_rate: float = DEFAULT_REFUSAL_RATE,
+) -> Door:
     """Add the door outside every other layer (call it after adding them all) and
     store it as ``app.state.door``."""
     metrics = getattr(app.state, "metrics", None)
-    door = Door(admission, None if metrics is None else metrics.door_refused, hsts)
+    on_shed = None if metrics is None else metrics.door_refused
+    door = Door(admission, on_shed, hsts, refusal_rate)
     app.state.door = door
     app.add_middleware(DoorMiddleware, door=door)
     return door

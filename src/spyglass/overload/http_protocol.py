@@ -18,6 +18,10 @@ state. Only a request with nothing ahead of it on its connection is refused here
 order. A request that expects ``100 Continue``, or is not keep-alive, gets
 ``Connection: close`` and the connection is closed after the refusal.
 
+Refusals are sent at the door's pace (:mod:`spyglass.overload.pacer`): one past
+it is parked, its connection no longer read, until the pace allows or a pipelined
+request behind it needs the connection.
+
 It also keeps the count of the worker's open connections in the lanes' census:
 each holds at most one request, so when they would all fit in a lane's burst
 queue that lane need not shed (see :mod:`spyglass.overload.lane`).
@@ -26,6 +30,7 @@ queue that lane need not shed (see :mod:`spyglass.overload.lane`).
 from __future__ import annotations
 
 import asyncio
+import time
 import urllib.parse
 
 import httptools
@@ -43,12 +48,16 @@ class DoorHttpProtocol(HttpToolsProtocol):
 
     _refused = False
     _entering: Lane | None = None
+    _parked: tuple[bytes, bool] | None = None
+    """A refusal waiting for the door's pace: the response and whether to keep the
+    connection (see :mod:`spyglass.overload.pacer`)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._count_connections()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._parked = None
         super().connection_lost(exc)
         self._count_connections()
 
@@ -59,6 +68,8 @@ class DoorHttpProtocol(HttpToolsProtocol):
             door.admission.census.connections = len(self.server_state.connections)
 
     def on_message_begin(self) -> None:
+        if self._parked is not None:  # a pipelined request behind it: answer in order
+            self._answer_parked()
         self._refused = False
         super().on_message_begin()
 
@@ -91,10 +102,32 @@ class DoorHttpProtocol(HttpToolsProtocol):
             and not self.expect_100_continue
         )
         defaults = self.server_state.default_headers  # date, server
-        self.transport.write(encode(answer, defaults, keep_alive=keep_alive, head=method == "HEAD"))
+        response = encode(answer, defaults, keep_alive=keep_alive, head=method == "HEAD")
+        now = time.monotonic()
+        if door.pacer.refuse_now(now):
+            self._send_refusal(response, keep_alive)
+            return
+        self._parked = (response, keep_alive)  # answered when the pace allows
+        self.flow.pause_reading()
+        door.pacer.park(self, now)
+        if door.drain is None:
+            self._schedule_drain(door, now)
+
+    def _send_refusal(self, response: bytes, keep_alive: bool) -> None:
+        self.transport.write(response)
         if not keep_alive:
             self.transport.close()
-        self.on_response_complete()
+        self.on_response_complete()  # reads again, or arms the keep-alive timeout
+
+    def _answer_parked(self) -> None:
+        """Send the parked refusal, if the connection is still there to take it."""
+        parked, self._parked = self._parked, None
+        if parked is not None and not self.transport.is_closing():
+            self._send_refusal(*parked)
+
+    def _schedule_drain(self, door: Door, now: float) -> None:
+        wait = door.pacer.next_due_s(now)
+        door.drain = None if wait is None else self.loop.call_later(wait, _drain, door)
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         lane = self._entering
@@ -110,6 +143,15 @@ class DoorHttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         if not self._refused:
             super().on_message_complete()
+
+
+def _drain(door: Door) -> None:
+    """Send the parked refusals that are due, and set the timer for the next."""
+    now = time.monotonic()
+    for protocol in door.pacer.due(now):
+        protocol._answer_parked()
+    wait = door.pacer.next_due_s(now)
+    door.drain = None if wait is None else asyncio.get_running_loop().call_later(wait, _drain, door)
 
 
 def _counted(app: ASGI3Application, lane: Lane) -> ASGI3Application:

@@ -65,6 +65,11 @@ class StatusOut(BaseModel):
         " queued, queue cap, whether overloaded, mean service and queue delay (ms),"
         " admitted and shed by reason.",
     )
+    door: dict[str, Any] = Field(
+        default_factory=dict,
+        description="This worker's door: its refusal pace (per second), the requests parked"
+        " now waiting for their refusal, and how many were parked since it started.",
+    )
 
 
 def _ring(request: Request) -> KeyRing:
@@ -132,4 +137,5 @@ async def status(request: Request) -> StatusOut:
         model_failures=getattr(request.app.state, "encoder_failures", {}),
         settings=masked_settings(eng.settings),
         admission=admission.snapshot() if admission is not None else {},
+        door=door.snapshot() if (door := getattr(request.app.state, "door", None)) else {},
     )
