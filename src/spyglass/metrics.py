@@ -184,9 +184,11 @@ class Metrics:
             registry=r,
         )
 
-    def admission_refused(self, route_class: str, reason: str, *, door: bool = False) -> None:
-        """Count one refusal by admission control; ``door``: refused before the metrics
-        layer, so it is counted in ``spyglass_http_shed_total`` here too."""
+    def admission_refused(
+        self, route_class: str, reason: str, count: int = 1, *, door: bool = False
+    ) -> None:
+        """Count ``count`` refusals by admission control; ``door``: refused before the
+        metrics layer, so counted in ``spyglass_http_shed_total`` here too."""
         children = self._shed_children.get((route_class, reason))
         if children is None:
             children = (
@@ -194,13 +196,13 @@ class Metrics:
                 self.shed.labels(route_class),
             )
             self._shed_children[(route_class, reason)] = children
-        children[0].inc()
+        children[0].inc(count)
         if door:
-            children[1].inc()
+            children[1].inc(count)
 
-    def door_refused(self, route_class: str, reason: str) -> None:
-        """Count one refusal at the door (see :mod:`spyglass.middleware.door`)."""
-        self.admission_refused(route_class, reason, door=True)
+    def door_refused(self, route_class: str, reason: str, count: int = 1) -> None:
+        """Count refusals at the door (see :mod:`spyglass.middleware.door`)."""
+        self.admission_refused(route_class, reason, count, door=True)
 
     def admission_admitted(self, route_class: str, waited_s: float) -> None:
         """Record how long an admitted request waited for its slot."""

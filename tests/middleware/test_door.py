@@ -16,7 +16,14 @@ from starlette.routing import Route
 from spyglass import problems
 from spyglass.app import create_app
 from spyglass.middleware.admission import Budget, install_admission
-from spyglass.middleware.door import DOOR_PASSED, DOOR_STATE, Door, DoorMiddleware, refusal
+from spyglass.middleware.door import (
+    DOOR_PASSED,
+    DOOR_STATE,
+    Door,
+    DoorMiddleware,
+    Refusal,
+    refusal,
+)
 from spyglass.overload.http_protocol import encode
 from spyglass.routes.deps import run
 from tests.conftest import test_settings as make_settings
@@ -49,7 +56,9 @@ def guarded_app(blocker: Blocker) -> tuple[FastAPI, list[str]]:
     app.add_middleware(recording)  # type: ignore[arg-type]
     shed: list[tuple[str, str]] = []
     door = Door(
-        admission, on_shed=lambda name, reason: shed.append((name, reason)), hsts="max-age=60"
+        admission,
+        on_shed=lambda name, reason, count: shed.extend([(name, reason)] * count),
+        hsts="max-age=60",
     )
     app.add_middleware(DoorMiddleware, door=door)
     app.state.shed = shed
@@ -72,6 +81,7 @@ async def test_a_full_lane_is_refused_at_the_door(blocker: Blocker) -> None:
         assert body["type"] == "urn:spyglass:problem:unavailable" and body["status"] == 503
         assert "search" in body["detail"]
         assert reached == ["/collections/c/search"]  # only the held request got inside
+        await asyncio.sleep(0)  # counted in the metrics on the loop's next turn
         assert app.state.shed == [("search", "queue_full")]
         # another class's lane is not full: it passes the door
         writing = asyncio.create_task(client.post("/collections/c/items"))
@@ -217,3 +227,17 @@ async def test_the_asgi_door_does_not_ask_again_for_what_the_protocol_let_in() -
     assert sent == [503] and reached == []
     await door({**scope, "state": {DOOR_PASSED: True}}, None, send)
     assert sent == [503] and reached == ["/collections/c/search"]
+
+
+async def test_the_refusals_of_one_loop_turn_reach_the_metrics_as_one_count() -> None:
+    admission = install_admission(
+        FastAPI(), search=Budget(in_flight=1, queue=0, wait_ms=100), ingest=ROOMY, other=ROOMY
+    )
+    assert admission.gates["search"].lane.arrive(time.monotonic()) is True  # lane now full
+    calls: list[tuple[str, str, int]] = []
+    door = Door(admission, on_shed=lambda name, reason, count: calls.append((name, reason, count)))
+    for _ in range(3):
+        assert isinstance(door.enter("POST", "/collections/c/search"), Refusal)
+    assert calls == []
+    await asyncio.sleep(0)
+    assert calls == [("search", "queue_full", 3)]

@@ -71,6 +71,8 @@ from spyglass.problems import problem_response
 
 log = logging.getLogger(__name__)
 
+#: Paths whose lane is remembered (see ``Admission.gate_for``).
+LANES_MEMO_SIZE = 4096
 #: The longest a worker's event loop runs searches back to back before it polls its
 #: sockets again (accepts, reads, asks the door): about a lane's target delay.
 INLINE_SLICE_S = 0.005
@@ -283,10 +285,16 @@ class Admission:
         self.gates = {name: Gate(b, b.lane(name, self.census)) for name, b in self.budgets.items()}
         self.stats = {name: gate.stats for name, gate in self.gates.items()}
         self.search_lanes: dict[str, str] = {}
+        self._lanes: dict[tuple[str, str], tuple[str, Gate | None]] = {}
+        """``gate_for``'s answers by method and path: the door asks for every request,
+        refused ones included, and classifying a path costs more than the lane's test."""
 
     def gate_for(self, method: str, path: str) -> tuple[str, Gate | None]:
         """The lane a request draws on (its route class, searches by their collection's
         encoder) and that lane's gate; None for classes that are never limited."""
+        found = self._lanes.get((method, path))
+        if found is not None:
+            return found
         name = route_class(method, path)
         if name == SEARCH:
             collection = collection_of(path)
@@ -294,13 +302,18 @@ class Admission:
                 name = self.search_lanes.get(collection, SEARCH)
             else:
                 name = TOP_SEARCH_LANES.get(path, SEARCH)
-        return name, self.gates.get(name)
+        found = name, self.gates.get(name)
+        if len(self._lanes) >= LANES_MEMO_SIZE:  # paths hold item ids: keep the busy ones
+            self._lanes.clear()
+        self._lanes[(method, path)] = found
+        return found
 
     def learn(self, collection: str, encoder: str) -> None:
         """Searches of ``collection`` (its client-facing name) go to ``encoder``'s lane."""
         lane = search_lane(encoder)
         if lane in self.gates and self.search_lanes.get(collection) != lane:
             self.search_lanes[collection] = lane
+            self._lanes.clear()
 
     def open_pools(self) -> None:
         """Give each search lane threads of its own, as many as its slots (at start-up)."""

@@ -48,10 +48,11 @@ DEFAULT_REFUSAL_RATE = 6000.0
 
 @dataclass(frozen=True)
 class Refusal:
-    """The door's 503 for one route class, encoded once: as ASGI messages, and as the
-    header lines and body an HTTP server writes itself (without status line, its
+    """The door's 503 for route class ``name``, encoded once: as ASGI messages, and as
+    the header lines and body an HTTP server writes itself (without status line, its
     own ``date``/``server`` headers, or the blank line)."""
 
+    name: str
     start: Message
     body: Message
     header_lines: bytes
@@ -71,6 +72,7 @@ def refusal(name: str, retry_after_s: int, hsts: str | None) -> Refusal:
     ]
     headers += [(k.lower().encode(), v.encode()) for k, v in common_headers(hsts)]
     return Refusal(
+        name=name,
         start={"type": "http.response.start", "status": 503, "headers": headers},
         body={"type": "http.response.body", "body": body, "more_body": False},
         header_lines=b"".join(k + b": " + v + b"\r\n" for k, v in headers),
@@ -85,7 +87,7 @@ class Door:
     def __init__(
         self,
         admission: Admission,
-        on_shed: Callable[[str, str], None] | None = None,
+        on_shed: Callable[[str, str, int], None] | None = None,
         hsts: str | None = None,
         refusal_rate: float = DEFAULT_REFUSAL_RATE,
     ) -> None:
@@ -100,6 +102,11 @@ class Door:
         }
         self.log = logging.getLogger(ACCESS_LOGGER)
         self._refused: dict[str, int] = {}
+        self.encoded: dict[tuple[str, bool, bool], tuple[object, bytes]] = {}
+        """Refusals as the HTTP protocol sends them (by route class, keep-alive and HEAD),
+        with the default headers they were made with."""
+        self._pending: dict[str, int] = {}
+        """Refusals not yet in the metrics, by route class (see ``_count``)."""
         self._since: float | None = None
 
     def snapshot(self) -> dict[str, Any]:
@@ -129,7 +136,16 @@ class Door:
 
     def _count(self, name: str, now: float) -> None:
         if self.on_shed is not None:
-            self.on_shed(name, QUEUE_FULL)
+            # Counted once per turn of the loop: a storm refuses dozens in one, and each
+            # count in the metrics' shared files costs a lock and a write.
+            if not self._pending:
+                try:
+                    asyncio.get_running_loop().call_soon(self._flush)
+                except RuntimeError:  # no loop: count it now
+                    self._pending[name] = 1
+                    self._flush()
+                    return
+            self._pending[name] = self._pending.get(name, 0) + 1
         self._refused[name] = self._refused.get(name, 0) + 1
         if self._since is None:
             self._since = now
@@ -147,6 +163,12 @@ class Door:
             )
         self._refused = {}
         self._since = now
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        if self.on_shed is not None:
+            for name, count in pending.items():
+                self.on_shed(name, QUEUE_FULL, count)
 
 
 class DoorMiddleware:

@@ -101,8 +101,7 @@ class DoorHttpProtocol(HttpToolsProtocol):
             and self.parser.should_keep_alive()
             and not self.expect_100_continue
         )
-        defaults = self.server_state.default_headers  # date, server
-        response = encode(answer, defaults, keep_alive=keep_alive, head=method == "HEAD")
+        response = self._encoded(door, answer, keep_alive=keep_alive, head=method == "HEAD")
         now = time.monotonic()
         if door.pacer.refuse_now(now):
             self._send_refusal(response, keep_alive)
@@ -112,6 +111,18 @@ class DoorHttpProtocol(HttpToolsProtocol):
         door.pacer.park(self, now)
         if door.drain is None:
             self._schedule_drain(door, now)
+
+    def _encoded(self, door: Door, answer: Refusal, *, keep_alive: bool, head: bool) -> bytes:
+        """``answer``'s bytes, made once per second and kept on the door: the server's
+        default headers (its ``date``) are a new list each second."""
+        defaults = self.server_state.default_headers
+        key = (answer.name, keep_alive, head)
+        cached = door.encoded.get(key)
+        if cached is not None and cached[0] is defaults:
+            return cached[1]
+        response = encode(answer, defaults, keep_alive=keep_alive, head=head)
+        door.encoded[key] = (defaults, response)
+        return response
 
     def _send_refusal(self, response: bytes, keep_alive: bool) -> None:
         self.transport.write(response)
