@@ -46,10 +46,8 @@ from spyglass.routes import (
     uploads,
 )
 from spyglass.routes.metrics import install_metrics
-from spyglass.settings import Settings
+from spyglass.settings import SETTINGS_ENV, Settings, cores_per_worker
 from spyglass.stores import open_store
-
-SETTINGS_ENV = "SPYGLASS__RESOLVED_SETTINGS"
 
 log = logging.getLogger(__name__)
 
@@ -152,20 +150,6 @@ def create_app(settings: Settings) -> FastAPI:
     openai_compat.install(app, settings)  # a malformed embedding_models stops the start here
     ui.install(app)
     return app
-
-
-def cores() -> int:
-    """The cores this process may run on (its CPU affinity, as ``taskset`` or a
-    container's cpuset sets it), not every core of the machine."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
-
-
-def cores_per_worker(workers: int) -> int:
-    """The cores each of ``workers`` processes has (0 workers: one per core)."""
-    return max(1, cores() // workers) if workers else 1
 
 
 def app_from_environment() -> FastAPI:

@@ -10,6 +10,7 @@ variable, config file, default.
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -638,3 +639,21 @@ def _mask_url(url: str) -> str:
     netloc = parts.netloc.rpartition("@")[2]
     user = f"{parts.username}:" if parts.username else ":"
     return urlunsplit(parts._replace(netloc=f"{user}***@{netloc}"))
+
+
+SETTINGS_ENV = "SPYGLASS__RESOLVED_SETTINGS"
+"""Where ``spyglass serve`` hands its resolved settings down to its workers."""
+
+
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity, as ``taskset`` or a
+    container's cpuset sets it), not every core of the machine."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def cores_per_worker(workers: int) -> int:
+    """The cores each of ``workers`` processes has (0 workers: one per core)."""
+    return max(1, cores() // workers) if workers else 1

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,21 @@ def test_optimize_writes_a_snapshot_that_is_memory_mapped(tmp_path: Path) -> Non
     assert hits[0].id == "i42"
     maps = Path("/proc/self/maps").read_text()
     assert files[0] in maps, "the snapshot should be read through mmap"
+    store.close()
+
+
+def test_a_built_snapshot_lets_go_of_the_tail_this_worker_held(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path, exact_below=0)
+    store.create_collection(CollectionSpec(name="c", dim=16))
+    vectors = fill(store, 500)
+    assert store.search("c", [Query(vector=vectors[3], k=1)])[0][0].id == "i3"
+    held = weakref.ref(store._sync("c"))
+    assert held() is not None and held().tail_size == 500  # type: ignore[union-attr]
+    store.optimize("c")
+    gc.collect()
+    assert held() is None  # nothing keeps 500 vectors of tail alive in this process
+    assert store.search("c", [Query(vector=vectors[7], k=1)])[0][0].id == "i7"
+    assert store._sync("c").tail_size == 0
     store.close()
 
 

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from pydantic import ValidationError
@@ -25,9 +25,7 @@ from rich.table import Table
 from spyglass import __version__
 from spyglass.cli import bench as bench_commands
 from spyglass.cli.options import setting_options
-from spyglass.engine import Engine
 from spyglass.errors import ConfigError, ProblemError, SpyglassError
-from spyglass.schema import SearchIn
 from spyglass.settings import (
     Settings,
     load_settings,
@@ -35,7 +33,9 @@ from spyglass.settings import (
     settings_json,
     settings_table,
 )
-from spyglass.stores import open_store
+
+if TYPE_CHECKING:
+    from spyglass.engine import Engine
 
 console = Console()
 errors = Console(stderr=True)
@@ -43,6 +43,9 @@ errors = Console(stderr=True)
 
 @contextmanager
 def opened_engine(settings: Settings) -> Iterator[Engine]:
+    from spyglass.engine import Engine
+    from spyglass.stores import open_store
+
     store = open_store(settings)
     try:
         yield Engine(settings, store)
@@ -99,11 +102,11 @@ def run_server(settings: Settings) -> None:
     import uvicorn
     from uvicorn.config import STARTUP_FAILURE
 
-    from spyglass.app import SETTINGS_ENV, cores
     from spyglass.auth.guard import open_server_warning
     from spyglass.cli.workers import Workers, listening_sockets
     from spyglass.metrics import multiproc_dir
     from spyglass.middleware.access_log import log_config
+    from spyglass.settings import SETTINGS_ENV, cores
 
     if settings.workers == 0:
         settings = settings.model_copy(update={"workers": cores()})
@@ -262,6 +265,8 @@ def search_command(
         body["vector"] = _json_option(query, "QUERY")
     else:
         body["text"] = query
+    from spyglass.schema import SearchIn
+
     request = SearchIn.model_validate(body)
     with opened_engine(settings) as engine:
         hits = engine.search(collection, [request])[0]
@@ -417,6 +422,8 @@ def migrate_command(
     # replicas belong to the configured store, which --from or --to may not be.
     settings = load_settings(**overrides).model_copy(update={"store_replicas": ""})
     checkpoint = checkpoint_path(checkpoint_dir, source, destination)
+    from spyglass.stores import open_store
+
     from_store = open_store(settings, source)
     try:
         to_store = open_store(settings, destination)
