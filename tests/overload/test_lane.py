@@ -6,7 +6,14 @@ import math
 
 import pytest
 
-from spyglass.overload.lane import HOLD_INTERVALS, QUEUE_DELAY, QUEUE_FULL, Lane, Waiter
+from spyglass.overload.lane import (
+    FIT_INTERVALS,
+    HOLD_INTERVALS,
+    QUEUE_DELAY,
+    QUEUE_FULL,
+    Lane,
+    Waiter,
+)
 
 
 def lane(limit: int = 1, queue_max: int = 10) -> Lane:
@@ -263,6 +270,7 @@ def test_a_population_that_fits_waits_its_turn_without_making_the_lane_overloade
     gate.census.connections = 40
     gate.arrive(0.002)
     slow = waiter(gate.arrive(0.002))
+    assert slow.expires == pytest.approx(0.002 + gate.interval_s * FIT_INTERVALS)
     gate.give_up(slow, 0.102)  # a stall: its wait ran out, yet every client fits
     assert gate.stats.shed[QUEUE_DELAY] == 1 and not gate.overloaded(0.102)
     gate.census.connections = 60  # more clients than it holds: the same wait overflows

@@ -21,10 +21,10 @@ An HTTP/1.1 connection holds at most one request at a time. So when the HTTP
 server reports the worker's open connections (:class:`Census`) and there are no
 more of them than the lane's slots and ``queue_max``, every one of their requests
 may wait in the burst queue, whatever the service time, and nothing can overflow
-it: a wait that runs out is then a steady population of clients that each send
-again once answered (a connection pool, a closed-loop benchmark) taking its
-turn, not arrivals outrunning the service, and it does not make the lane
-overloaded. Refusing such clients would only bring them back at once; served in
+it: a long wait is then a steady population of clients that each send again
+once answered (a connection pool, a closed-loop benchmark) taking its turn, not
+arrivals outrunning the service. Such a request may wait ``FIT_INTERVALS``
+intervals, and one whose wait runs out does not make the lane overloaded. Refusing such clients would only bring them back at once; served in
 order, nobody is refused: the server is at its capacity, not past it.
 
 Clients that resend a refused request at once can keep that short queue
@@ -61,6 +61,8 @@ SERVICE_ALPHA = 0.05
 #: doubled after each try that overflowed, up to ``HOLD_MAX_INTERVALS``.
 HOLD_INTERVALS = 50
 HOLD_MAX_INTERVALS = 640
+#: How many intervals a request may wait while every open connection fits in the queue.
+FIT_INTERVALS = 10
 
 
 @dataclass
@@ -139,8 +141,12 @@ class Lane:
         return now - self.last_overflow < self.interval_s and now >= self.reopened_until
 
     def wait_s(self, now: float) -> float:
-        """How long a request arriving now may wait: ``target`` when overloaded."""
-        return self.target_s if self.overloaded(now) else self.interval_s
+        """How long a request arriving now may wait: ``target`` when overloaded, else
+        ``interval``, or ``FIT_INTERVALS`` of them while every open connection fits (its
+        client would only send again: the queue, not the wait, bounds the delay)."""
+        if self.overloaded(now):
+            return self.target_s
+        return self.interval_s * FIT_INTERVALS if self.fits() else self.interval_s
 
     def queue_cap(self, now: float) -> int:
         """Waiters that can still start within the wait a newcomer would get: limit x
