@@ -110,7 +110,7 @@ class DoorHttpProtocol(HttpToolsProtocol):
         self.flow.pause_reading()
         door.pacer.park(self, now)
         if door.drain is None:
-            self._schedule_drain(door, now)
+            _schedule_drain(door, self.loop, now)
 
     def _encoded(self, door: Door, answer: Refusal, *, keep_alive: bool, head: bool) -> bytes:
         """``answer``'s bytes, made once per second and kept on the door: the server's
@@ -136,10 +136,6 @@ class DoorHttpProtocol(HttpToolsProtocol):
         if parked is not None and not self.transport.is_closing():
             self._send_refusal(*parked)
 
-    def _schedule_drain(self, door: Door, now: float) -> None:
-        wait = door.pacer.next_due_s(now)
-        door.drain = None if wait is None else self.loop.call_later(wait, _drain, door)
-
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         lane = self._entering
         if lane is not None:  # counted in its lane until its task ends, however it ends
@@ -161,8 +157,13 @@ def _drain(door: Door) -> None:
     now = time.monotonic()
     for protocol in door.pacer.due(now):
         protocol._answer_parked()
+    _schedule_drain(door, asyncio.get_running_loop(), now)
+
+
+def _schedule_drain(door: Door, loop: asyncio.AbstractEventLoop, now: float) -> None:
+    """Set the door's timer for when the next parked refusal is due, if one is parked."""
     wait = door.pacer.next_due_s(now)
-    door.drain = None if wait is None else asyncio.get_running_loop().call_later(wait, _drain, door)
+    door.drain = None if wait is None else loop.call_later(wait, _drain, door)
 
 
 def _counted(app: ASGI3Application, lane: Lane) -> ASGI3Application:

@@ -24,16 +24,17 @@ may wait in the burst queue, whatever the service time, and nothing can overflow
 it: a long wait is then a steady population of clients that each send again
 once answered (a connection pool, a closed-loop benchmark) taking its turn, not
 arrivals outrunning the service. Such a request may wait ``FIT_INTERVALS``
-intervals, and one whose wait runs out does not make the lane overloaded. Refusing such clients would only bring them back at once; served in
-order, nobody is refused: the server is at its capacity, not past it.
+intervals, and one whose wait runs out does not make the lane overloaded.
+Refusing such clients would only bring them back at once; served in order,
+nobody is refused: the server is at its capacity, not past it.
 
 Clients that resend a refused request at once can keep that short queue
 overflowing for ever, and their refusals slow the service it is sized by. So a
 lane overloaded for ``HOLD_INTERVALS`` intervals on end (5 s), whose open
 connections would all fit in the burst queue (or are not counted), opens it
-again for one ``interval``: a real excess overflows it within moments and is overloaded again,
-and the next try waits twice as long; such clients fit in it, and are served in
-order from then on.
+again for one ``interval``: a real excess overflows it within moments and is
+overloaded again, and the next try waits twice as long; such clients fit in it,
+and are served in order from then on.
 
 A request that could not start within the wait a newcomer would get is refused
 at once, at the door, before any of its work is done.
