@@ -25,9 +25,16 @@ log = logging.getLogger("uvicorn.error")
 
 
 def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
-    """``count`` sockets bound to ``host:port`` with ``SO_REUSEPORT`` (port 0: the one
-    the first is given), inheritable by the workers, who listen on them."""
+    """``count`` sockets bound to ``host:port`` with ``SO_REUSEPORT`` (port 0: a free
+    one), inheritable by the workers, who listen on them.
+
+    The port is first bound without ``SO_REUSEPORT``, so that a port another server
+    holds (Spyglass included) is refused as in use instead of shared with it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        port = probe.getsockname()[1]
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):
