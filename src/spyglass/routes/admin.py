@@ -62,8 +62,8 @@ class StatusOut(BaseModel):
     admission: dict[str, Any] = Field(
         default_factory=dict,
         description="This worker's admission lanes by route class: limit in force, in flight,"
-        " queued, queue cap, whether overloaded, mean service and queue delay (ms),"
-        " admitted and shed by reason.",
+        " queued, queue cap, whether overloaded, mean service and queue delay (ms), the"
+        " worker's open connections, admitted and shed by reason.",
     )
     door: dict[str, Any] = Field(
         default_factory=dict,
