@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -132,7 +132,7 @@ def run_server(settings: Settings) -> None:
         log_config=log_config(settings.log_level, json_lines=settings.log_json),
         access_log=False,  # uvicorn's line holds the raw path; ours logs the route template
     )
-    with multiproc_dir(settings.workers):
+    with multiproc_dir(settings.workers), suppress(KeyboardInterrupt):
         if settings.workers == 1:
             server = uvicorn.Server(config)
             server.run()

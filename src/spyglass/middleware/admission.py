@@ -303,7 +303,7 @@ class Admission:
             else:
                 name = TOP_SEARCH_LANES.get(path, SEARCH)
         found = name, self.gates.get(name)
-        if len(self._lanes) >= LANES_MEMO_SIZE:  # paths hold item ids: keep the busy ones
+        if len(self._lanes) >= LANES_MEMO_SIZE:  # paths hold item ids: bounded, start over
             self._lanes.clear()
         self._lanes[(method, path)] = found
         return found
