@@ -6,16 +6,23 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from spyglass.stores.base import IndexParams
+
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+_INDEX = IndexParams()  # the store's defaults, stated once
+
+
 class IndexIn(Body):
-    m: int = Field(16, ge=2, le=128, description="HNSW graph degree.")
-    ef_construction: int = Field(200, ge=8, le=4096, description="HNSW build beam width.")
+    m: int = Field(_INDEX.m, ge=2, le=128, description="HNSW graph degree.")
+    ef_construction: int = Field(
+        _INDEX.ef_construction, ge=8, le=4096, description="HNSW build beam width."
+    )
     ef_search: int = Field(
-        48,
+        _INDEX.ef_search,
         ge=1,
         le=10000,
         description="Default search beam width: 48 gives recall@10 >= 0.95 on sentence"

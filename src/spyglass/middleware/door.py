@@ -37,13 +37,14 @@ from spyglass.middleware.admission import Admission
 from spyglass.middleware.security_headers import API_CSP, common_headers
 from spyglass.overload.lane import QUEUE_FULL, Lane
 from spyglass.overload.pacer import Pacer
+from spyglass.settings import Settings
 
 SUMMARY_EVERY_S = 1.0
 DOOR_STATE = "spyglass.door"
 """The lifespan state key under which the app hands its :class:`Door` to the server."""
 DOOR_PASSED = "spyglass.door_passed"
 """The request state key the HTTP protocol sets on a request its door let in."""
-DEFAULT_REFUSAL_RATE = 6000.0
+DEFAULT_REFUSAL_RATE: float = Settings.model_fields["admission_refusal_rate"].default
 
 
 @dataclass(frozen=True)
@@ -138,14 +139,13 @@ class Door:
         if self.on_shed is not None:
             # Counted once per turn of the loop: a storm refuses dozens in one, and each
             # count in the metrics' shared files costs a lock and a write.
-            if not self._pending:
+            first = not self._pending
+            self._pending[name] = self._pending.get(name, 0) + 1
+            if first:
                 try:
                     asyncio.get_running_loop().call_soon(self._flush)
                 except RuntimeError:  # no loop: count it now
-                    self._pending[name] = 1
                     self._flush()
-                    return
-            self._pending[name] = self._pending.get(name, 0) + 1
         self._refused[name] = self._refused.get(name, 0) + 1
         if self._since is None:
             self._since = now

@@ -56,7 +56,7 @@ QUEUE_DELAY = "queue_delay"
 BUDGET = "budget"
 SHED_REASONS = (QUEUE_FULL, QUEUE_DELAY, BUDGET)
 
-#: Weight of each new service time in the running means (EWMAs over ~20 requests).
+#: Weight of each new service time in the running mean (an EWMA over ~20 requests).
 SERVICE_ALPHA = 0.05
 #: Intervals of overload on end after which the burst queue is opened again (see above);
 #: doubled after each try that overflowed, up to ``HOLD_MAX_INTERVALS``.
@@ -223,7 +223,10 @@ class Lane:
         slot goes to the waiter that should run next, which is returned, or back to the
         lane."""
         if service_s is not None:
-            self.service_s = _mean(self.service_s, service_s)
+            previous = self.service_s
+            self.service_s = (
+                service_s if previous is None else previous + SERVICE_ALPHA * (service_s - previous)
+            )
         overloaded = self._drop_stale(now)
         while self.waiting:
             waiter = self.waiting.pop() if overloaded else self.waiting.popleft()
@@ -293,10 +296,6 @@ class Lane:
             "admitted": self.stats.admitted,
             "shed": dict(self.stats.shed),
         }
-
-
-def _mean(previous: float | None, sample: float) -> float:
-    return sample if previous is None else previous + SERVICE_ALPHA * (sample - previous)
 
 
 def _ms_of(seconds: float | None) -> float | None:
