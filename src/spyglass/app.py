@@ -45,6 +45,7 @@ from spyglass.routes import (
     ui,
     uploads,
 )
+from spyglass.routes.express import EXPRESS_STATE, Express
 from spyglass.routes.metrics import install_metrics
 from spyglass.settings import SETTINGS_ENV, Settings, cores_per_worker
 from spyglass.stores import open_store
@@ -104,7 +105,19 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.ready = True
             if settings.sources:
                 app.state.sources.start()  # /readyz waits for its first build
-            yield {DOOR_STATE: app.state.door}  # for the HTTP protocol's door
+            state: dict[str, Any] = {DOOR_STATE: app.state.door}  # for the HTTP protocol
+            app.state.express = None
+            if settings.express_search and not app.state.rate_limited:
+                state[EXPRESS_STATE] = app.state.express = Express(
+                    engine,
+                    app.state.admission,
+                    app.state.key_ring,
+                    app.state.http_counts,
+                    refusals=app.state.door.answers,
+                    hsts=hsts_value(settings.hsts, settings.hsts_max_age),
+                    metrics_public=settings.metrics_public,
+                )
+            yield state
         finally:
             app.state.sources.join(timeout=10)  # an abandoned build resumes next time
             if llm is not None:
@@ -220,7 +233,8 @@ def install_middleware(app: FastAPI, settings: Settings, ring: KeyRing) -> None:
         "other": settings.rate_limit_other,
         "admin": settings.rate_limit_admin,
     }
-    if any(limits.values()):  # no limits configured: no layer at all, not an empty one
+    app.state.rate_limited = any(limits.values())
+    if app.state.rate_limited:  # no limits configured: no layer at all, not an empty one
         install_rate_limit(
             app,
             limits_by_class=limits,

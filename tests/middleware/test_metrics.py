@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from spyglass.app import create_app
 from spyglass.errors import ConfigError
 from spyglass.metrics import MULTIPROC_ENV, Metrics, multiproc_dir
-from spyglass.middleware.metrics import MetricsMiddleware
+from spyglass.middleware.metrics import HttpCounts, MetricsMiddleware
 from spyglass.middleware.route_template import UNMATCHED
 from spyglass.routes.metrics import router as metrics_router
 from tests.conftest import test_settings as settings_for
@@ -44,7 +44,7 @@ def build(tmp_path: Path, metrics: Metrics) -> FastAPI:
     app = create_app(settings_for(tmp_path / "data"))
     app.state.metrics = metrics
     app.add_middleware(Refuse)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(MetricsMiddleware, counts=HttpCounts(metrics))
     app.include_router(metrics_router)
     return app
 
@@ -158,7 +158,7 @@ async def test_an_answer_is_counted_before_its_last_byte_leaves() -> None:
         return {"type": "http.disconnect"}
 
     scope = {"type": "http", "method": "GET", "path": "/x", "root_path": "", "headers": []}
-    await MetricsMiddleware(app, metrics)(scope, receive, send)
+    await MetricsMiddleware(app, HttpCounts(metrics))(scope, receive, send)
     start, part, end = seen
     assert start[1:] == (None, 1) and part[1:] == (None, 1)
     assert end == (False, 1, 0)

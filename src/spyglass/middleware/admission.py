@@ -188,28 +188,56 @@ class Gate:
 
     async def acquire(self) -> Slot | str:
         """A slot, at once or after a wait; else why not (``queue_full``, ``queue_delay``)."""
-        loop = asyncio.get_running_loop()
         now = time.monotonic()
+        decision = self._arrive(now)
+        if not isinstance(decision, Waiter):
+            return decision
+        waiter = decision
+        timer = self._wait(waiter, now)
+        try:
+            await waiter.handle
+        except BaseException:  # cancelled while waiting: leave the line cleanly
+            timer.cancel()
+            self._leave(waiter, time.monotonic(), expired=False)
+            raise
+        timer.cancel()
+        return self._waited(waiter, time.monotonic())
+
+    def reserve(self, then: Callable[[Slot | str], None]) -> Slot | str | None:
+        """:meth:`acquire` for a caller that cannot await (an HTTP protocol): a slot or a
+        refusal now, or None and, once the wait is over, ``then`` with one of them."""
+        now = time.monotonic()
+        decision = self._arrive(now)
+        if not isinstance(decision, Waiter):
+            return decision
+        waiter = decision
+        timer = self._wait(waiter, now)
+
+        def waited(_: asyncio.Future[None]) -> None:
+            timer.cancel()
+            then(self._waited(waiter, time.monotonic()))
+
+        waiter.handle.add_done_callback(waited)
+        return None
+
+    def _arrive(self, now: float) -> Slot | str | Waiter:
         decision = self.lane.arrive(now)
         self._wake_dropped()
         if decision is True:
             return Slot(self, now, 0.0)
         if decision is False:
             return QUEUE_FULL
-        assert isinstance(decision, Waiter)
-        waiter = decision
+        return decision
+
+    def _wait(self, waiter: Waiter, now: float) -> asyncio.TimerHandle:
+        """Give ``waiter`` the future its grant resolves, and a timer for its expiry."""
+        loop = asyncio.get_running_loop()
         waiter.handle = handle = loop.create_future()
         # A bare future and one timer: asyncio.wait costs several times as much, and
         # every request waits here when a worker's one search slot is busy.
-        timer = loop.call_later(max(0.0, waiter.expires - now), _resolve, handle)
-        try:
-            await handle
-        except BaseException:  # cancelled while waiting: leave the line cleanly
-            timer.cancel()
-            self._leave(waiter, time.monotonic(), expired=False)
-            raise
-        timer.cancel()
-        now = time.monotonic()
+        return loop.call_later(max(0.0, waiter.expires - now), _resolve, handle)
+
+    def _waited(self, waiter: Waiter, now: float) -> Slot | str:
         if waiter.granted:
             return Slot(self, now, now - waiter.enqueued)
         self._leave(waiter, now, expired=True)

@@ -26,21 +26,46 @@ from spyglass.middleware.route_template import route_template
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-class MetricsMiddleware:
-    """Records each HTTP request's route, method, status and duration; other scopes pass."""
+class HttpCounts:
+    """Counts one answered HTTP request into ``Metrics``: the ASGI middleware below and
+    the express lane (:mod:`spyglass.routes.express`) count alike."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
+    def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         # Label children by label values: ``.labels()`` costs more than the increment.
         self._counted: dict[tuple[str, str, int], Any] = {}
         self._timed: dict[tuple[str, str], Any] = {}
 
+    def record(self, method: str, path: str, route: str, status: int, seconds: float) -> None:
+        """Count a request by route template, method and status, and time it."""
+        metrics = self.metrics
+        method = method if method in METHODS else "OTHER"
+        counted = self._counted.get((route, method, status))
+        if counted is None:
+            counted = metrics.requests.labels(route, method, str(status))
+            self._counted[(route, method, status)] = counted
+        counted.inc()
+        timed = self._timed.get((route, method))
+        if timed is None:
+            timed = self._timed[(route, method)] = metrics.latency.labels(route, method)
+        timed.observe(seconds)
+        if status == 503:
+            metrics.shed.labels(route_class(method, path)).inc()
+        elif status == 429:
+            metrics.rate_limited.labels(route_class(method, path)).inc()
+
+
+class MetricsMiddleware:
+    """Records each HTTP request's route, method, status and duration; other scopes pass."""
+
+    def __init__(self, app: ASGIApp, counts: HttpCounts) -> None:
+        self.app = app
+        self.counts = counts
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        metrics = self.metrics
         started = time.perf_counter()
         status = 500  # what the client gets if the app raises before answering
         recorded = False
@@ -58,7 +83,7 @@ class MetricsMiddleware:
                     self._record(scope, status, time.perf_counter() - started)
             await send(message)
 
-        metrics.in_flight.inc()
+        self.counts.metrics.in_flight.inc()
         try:
             await self.app(scope, receive, send_and_watch)
         finally:
@@ -66,20 +91,5 @@ class MetricsMiddleware:
                 self._record(scope, status, time.perf_counter() - started)
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
-        metrics = self.metrics
-        metrics.in_flight.dec()
-        method = scope["method"] if scope["method"] in METHODS else "OTHER"
-        route = route_template(scope)
-        counted = self._counted.get((route, method, status))
-        if counted is None:
-            counted = metrics.requests.labels(route, method, str(status))
-            self._counted[(route, method, status)] = counted
-        counted.inc()
-        timed = self._timed.get((route, method))
-        if timed is None:
-            timed = self._timed[(route, method)] = metrics.latency.labels(route, method)
-        timed.observe(seconds)
-        if status == 503:
-            metrics.shed.labels(route_class(method, scope["path"])).inc()
-        elif status == 429:
-            metrics.rate_limited.labels(route_class(method, scope["path"])).inc()
+        self.counts.metrics.in_flight.dec()
+        self.counts.record(scope["method"], scope["path"], route_template(scope), status, seconds)

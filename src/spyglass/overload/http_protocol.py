@@ -22,6 +22,10 @@ Refusals are sent at the door's pace (:mod:`spyglass.overload.pacer`): one past
 it is parked, its connection no longer read, until the pace allows or a pipelined
 request behind it needs the connection.
 
+A plain vector search the door let in is held until its body is in and offered to
+the express lane (:mod:`spyglass.routes.express`), which answers it without the
+ASGI app; what the express lane declines goes to the app as if it had just arrived.
+
 It also keeps the count of the worker's open connections in the lanes' census:
 each holds at most one request, so when they would all fit in a lane's burst
 queue that lane need not shed (see :mod:`spyglass.overload.lane`).
@@ -37,10 +41,42 @@ import httptools
 from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from spyglass.middleware.admission import Slot
 from spyglass.middleware.door import DOOR_PASSED, DOOR_STATE, Door, Refusal
 from spyglass.overload.lane import Lane
+from spyglass.routes.express import EXPRESS_STATE, Express, Search
 
 STATUS_LINE = b"HTTP/1.1 503 Service Unavailable\r\n"
+OK_LINE = b"HTTP/1.1 200 OK\r\n"
+
+
+async def WAITS(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+    """Stands for the app of a request that waits for the express lane: never run."""
+    raise AssertionError("a request waiting for the express lane was run as an app")
+
+
+class Held:
+    """A search held for the express lane while its body comes in."""
+
+    __slots__ = ("express", "lane", "path", "name", "headers", "keep_alive", "chunks", "started")
+
+    def __init__(
+        self,
+        express: Express,
+        lane: Lane,
+        path: str,
+        name: str,
+        headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+    ) -> None:
+        self.express = express
+        self.lane = lane
+        self.path = path
+        self.name = name
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.chunks: list[bytes] = []
+        self.started = time.perf_counter()
 
 
 class DoorHttpProtocol(HttpToolsProtocol):
@@ -48,17 +84,16 @@ class DoorHttpProtocol(HttpToolsProtocol):
 
     _refused = False
     _entering: Lane | None = None
+    _held: Held | None = None
+    _app: ASGI3Application | None = None
+    """The app for the next request handed over, instead of the server's."""
+    _close_after: bool = False
     _parked: tuple[bytes, bool] | None = None
     """A refusal waiting for the door's pace: the response and whether to keep the
     connection (see :mod:`spyglass.overload.pacer`)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._count_connections()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._parked = None
-        super().connection_lost(exc)
         self._count_connections()
 
     def _count_connections(self) -> None:
@@ -68,6 +103,9 @@ class DoorHttpProtocol(HttpToolsProtocol):
             door.admission.census.connections = len(self.server_state.connections)
 
     def on_message_begin(self) -> None:
+        # A request behind one answered in this same read: the keep-alive timer that
+        # answer armed must not close the connection under it.
+        self._unset_keepalive_if_required()
         if self._parked is not None:  # a pipelined request behind it: answer in order
             self._answer_parked()
         self._refused = False
@@ -91,6 +129,8 @@ class DoorHttpProtocol(HttpToolsProtocol):
         answer = door.enter(method, path)
         if not isinstance(answer, Refusal):
             self.scope["state"][DOOR_PASSED] = True  # the ASGI door need not ask again
+            if answer is not None and self._hold(method, path, answer):
+                return
             self._entering = answer
             super().on_headers_complete()
             self._entering = None
@@ -111,6 +151,122 @@ class DoorHttpProtocol(HttpToolsProtocol):
         door.pacer.park(self, now)
         if door.drain is None:
             _schedule_drain(door, self.loop, now)
+
+    def _hold(self, method: str, path: str, lane: Lane) -> bool:
+        """Hold the request for the express lane, if it is a search it may answer."""
+        express: Express | None = self.app_state.get(EXPRESS_STATE)
+        if express is None or self.expect_100_continue or self.root_path:
+            return False
+        name = express.collection(method, path)
+        if name is None or not express.takes(self.headers):
+            return False
+        keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+        self._held = Held(express, lane, path, name, self.headers, keep_alive)
+        lane.entered += 1  # counted until answered here or handed to the app
+        return True
+
+    def _express(self, held: Held) -> None:
+        """Answer the held search, now or once its lane has a slot for it, or give it to
+        the ASGI app as it arrived."""
+        self._held = None
+        held.lane.entered -= 1
+        body = b"".join(held.chunks)
+        search = held.express.prepare(held.path, held.name, held.headers, body)
+        if search is None:
+            self._to_app(held.lane, body)
+            return
+        waiting: list[RequestResponseCycle] = []
+        got = held.express.reserve(search, lambda got: self._answer(held, search, got, waiting[0]))
+        if got is None:
+            # It waits for a slot, in a request cycle that no task runs: requests
+            # pipelined behind it wait their turn, and a shutdown or a disconnect
+            # finds it there, as they would any other.
+            self._to_app(held.lane, body, WAITS)
+            waiting.append(self.cycle)
+            return
+        if self._close_after:
+            held.keep_alive = False
+        self._answer(held, search, got, None, body)
+
+    def _answer(
+        self,
+        held: Held,
+        search: Search,
+        got: Slot | str,
+        cycle: RequestResponseCycle | None,
+        body: bytes = b"",
+    ) -> None:
+        """Send ``search``'s answer, run on the slot ``got``, or its 503 if its lane
+        refused it; ``cycle``: the one it waited in."""
+        express = held.express
+        if cycle is not None and (cycle.disconnected or self.transport.is_closing()):
+            if isinstance(got, Slot):
+                got.drop()
+            return
+        client = self.client[0] if self.client else None
+        if isinstance(got, Slot):
+            content = express.run(search, got, held.headers)
+            if content is None:  # the app answers it, with the error it is
+                if cycle is None:
+                    self._to_app(held.lane, body)
+                else:
+                    self._entering = held.lane
+                    self._start_asgi_task(cycle, self.app)
+                    self._entering = None
+                return
+            express.done(search, 200, held.started, client)
+            head = express.head(content, search.request_id)
+        else:
+            refusal = express.refused(search, got, held.headers)
+            express.done(search, 503, held.started, client)
+            content = refusal.content
+            head = refusal.header_lines + b"x-request-id: %s\r\n\r\n" % search.request_id.encode()
+        keep_alive = held.keep_alive if cycle is None else cycle.keep_alive
+        self.transport.write(
+            b"".join(
+                (
+                    OK_LINE if isinstance(got, Slot) else STATUS_LINE,
+                    self._defaults(express),
+                    b"" if keep_alive else b"connection: close\r\n",
+                    head,
+                    content,
+                )
+            )
+        )
+        if cycle is not None:
+            cycle.response_complete = True
+        if not keep_alive:
+            self.transport.close()
+        self.on_response_complete()
+
+    def _to_app(self, lane: Lane, body: bytes, app: ASGI3Application | None = None) -> None:
+        """Give a held request to the ASGI app (or to ``app``) as if it had just arrived."""
+        self._entering = lane
+        self._app = app
+        super().on_headers_complete()
+        self._entering = self._app = None
+        if self._close_after:
+            self.cycle.keep_alive = False
+        if body:
+            super().on_body(body)
+        super().on_message_complete()
+
+    def _defaults(self, express: Express) -> bytes:
+        """The server's default header lines (``date``, ``server``), encoded once per
+        second and kept on ``express``: the server makes a new list each second."""
+        defaults = self.server_state.default_headers
+        cached = express.defaults
+        if cached is not None and cached[0] is defaults:
+            return cached[1]
+        lines = b"".join(name + b": " + value + b"\r\n" for name, value in defaults)
+        express.defaults = (defaults, lines)
+        return lines
+
+    def shutdown(self) -> None:
+        if self._held is not None:  # answer the held search first, then close
+            self._close_after = True
+            return
+        super().shutdown()
 
     def _encoded(self, door: Door, answer: Refusal, *, keep_alive: bool, head: bool) -> bytes:
         """``answer``'s bytes, made once per second and kept on the door: the server's
@@ -137,6 +293,10 @@ class DoorHttpProtocol(HttpToolsProtocol):
             self._send_refusal(*parked)
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        if self._app is WAITS:
+            return  # the express lane answers it (``_answer``)
+        if self._app is not None:
+            app = self._app
         lane = self._entering
         if lane is not None:  # counted in its lane until its task ends, however it ends
             lane.entered += 1
@@ -144,12 +304,24 @@ class DoorHttpProtocol(HttpToolsProtocol):
         super()._start_asgi_task(cycle, app)
 
     def on_body(self, body: bytes) -> None:
-        if not self._refused:
+        if self._held is not None:
+            self._held.chunks.append(body)
+        elif not self._refused:
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        if not self._refused:
+        if self._held is not None:
+            self._express(self._held)
+        elif not self._refused:
             super().on_message_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.lane.entered -= 1
+        self._parked = None
+        super().connection_lost(exc)
+        self._count_connections()
 
 
 def _drain(door: Door) -> None:

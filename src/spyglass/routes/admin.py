@@ -70,6 +70,12 @@ class StatusOut(BaseModel):
         description="This worker's door: its refusal pace (per second), the requests parked"
         " now waiting for their refusal, and how many were parked since it started.",
     )
+    express: dict[str, int] = Field(
+        default_factory=dict,
+        description="This worker's express lane (plain vector searches answered by the HTTP"
+        " protocol): searches answered, waited for a slot, refused by their lane, and handed"
+        " to the ASGI app; empty when it is off.",
+    )
 
 
 def _ring(request: Request) -> KeyRing:
@@ -138,4 +144,5 @@ async def status(request: Request) -> StatusOut:
         settings=masked_settings(eng.settings),
         admission=admission.snapshot() if admission is not None else {},
         door=door.snapshot() if (door := getattr(request.app.state, "door", None)) else {},
+        express=fast.snapshot() if (fast := getattr(request.app.state, "express", None)) else {},
     )

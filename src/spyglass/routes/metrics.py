@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from spyglass.engine import Engine
 from spyglass.metrics import CollectionItems, Metrics
-from spyglass.middleware.metrics import MetricsMiddleware
+from spyglass.middleware.metrics import HttpCounts, MetricsMiddleware
 from spyglass.routes.deps import run
 
 router = APIRouter(tags=["metrics"])
@@ -27,7 +27,8 @@ def install_metrics(app: FastAPI, metrics: Metrics) -> Metrics:
     middleware wraps them and sees their 429s and 503s.
     """
     app.state.metrics = metrics
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.state.http_counts = counts = HttpCounts(metrics)
+    app.add_middleware(MetricsMiddleware, counts=counts)
     app.include_router(router)
     return metrics
 
