@@ -151,7 +151,8 @@ async def in_process(tmp: Path, **settings: Any) -> AsyncIterator[tuple[str, Any
         app,
         port=port,
         http="spyglass.overload.http_protocol:DoorHttpProtocol",
-        log_level="warning",
+        log_config=None,  # the test process's logging is not the server's to configure
+        log_level=None,
         access_log=False,
     )
     server = uvicorn.Server(config)
@@ -195,6 +196,13 @@ def raw_search(k: int) -> bytes:
     return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
 
 
+async def in_flight(url: str) -> float:
+    async with httpx.AsyncClient(base_url=url) as client:
+        text = (await client.get("/metrics")).text
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("spyglass_http_requests_in_flight ")]
+    return float(line.split()[1])
+
+
 async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
     head = await reader.readuntil(b"\r\n\r\n")
     status_line, *lines = head.decode("latin-1").strip().split("\r\n")
@@ -219,9 +227,11 @@ async def test_a_search_waits_for_the_slot_and_pipelined_requests_keep_their_ord
         await writer.drain()
         await until(lambda: len(gate.lane.waiting) == 1)
         assert express.counts_by_way["waited"] == 1
+        waiting = await in_flight(url)
         slot.drop()
         first = await read_answer(reader)
         second = await read_answer(reader)
+        assert waiting - await in_flight(url) == 1  # the waiting search was in flight
         assert first[0] == second[0] == 200
         assert [len(json.loads(answer[2])["hits"]) for answer in (first, second)] == [1, 2]
         assert first[1]["x-request-id"] != second[1]["x-request-id"]

@@ -200,8 +200,7 @@ class DoorHttpProtocol(HttpToolsProtocol):
         refused it; ``cycle``: the one it waited in."""
         express = held.express
         if cycle is not None and (cycle.disconnected or self.transport.is_closing()):
-            if isinstance(got, Slot):
-                got.drop()
+            express.abandon(search, got)
             return
         client = self.client[0] if self.client else None
         if isinstance(got, Slot):

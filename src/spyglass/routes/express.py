@@ -68,7 +68,17 @@ those that waited for one, those their lane refused, those handed to the ASGI ap
 class Search:
     """One search on its way through the express lane."""
 
-    __slots__ = ("path", "stored", "query", "tenant", "lane", "gate", "wall", "request_id")
+    __slots__ = (
+        "path",
+        "stored",
+        "query",
+        "tenant",
+        "lane",
+        "gate",
+        "wall",
+        "request_id",
+        "waiting",
+    )
 
     def __init__(
         self,
@@ -88,6 +98,8 @@ class Search:
         self.gate = gate
         self.wall = wall
         self.request_id = ""
+        self.waiting = False
+        """In the lane's queue, and in ``spyglass_http_requests_in_flight`` meanwhile."""
 
 
 class Express:
@@ -181,7 +193,20 @@ class Express:
         got = search.gate.reserve(then)
         if got is None:
             self.counts_by_way["waited"] += 1
+            search.waiting = True
+            self.counts.metrics.in_flight.inc()
         return got
+
+    def abandon(self, search: Search, got: Slot | str) -> None:
+        """Forget ``search``, whose client left while it waited; give back its slot."""
+        if isinstance(got, Slot):
+            got.drop()
+        self._left(search)
+
+    def _left(self, search: Search) -> None:
+        if search.waiting:
+            search.waiting = False
+            self.counts.metrics.in_flight.dec()
 
     def snapshot(self) -> dict[str, int]:
         """The searches by how they went (:data:`WAYS`), for ``/status``."""
@@ -209,6 +234,7 @@ class Express:
         except Exception:
             slot.drop()
             self.counts_by_way["to_app"] += 1
+            self._left(search)  # the app counts it from here
             return None
         finally:
             current_request_id.reset(token)
@@ -231,6 +257,7 @@ class Express:
 
     def done(self, search: Search, status: int, started: float, client: str | None) -> None:
         """Count and log ``search``, answered with ``status``, as the middleware would."""
+        self._left(search)
         if status == 200:
             self.counts_by_way["answered"] += 1
         seconds = time.perf_counter() - started
