@@ -54,7 +54,13 @@ EOF
 url=http://127.0.0.1:$PORT/collections/bench/search
 server=
 
-stop() { [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null; server=; }
+stop() {
+  if [ -n "$server" ]; then
+    kill "$server" 2> /dev/null || true
+    wait "$server" 2> /dev/null || true
+  fi
+  server=
+}
 trap stop EXIT
 
 start() {  # start EXPRESS WORKERS CPUS
@@ -66,10 +72,16 @@ start() {  # start EXPRESS WORKERS CPUS
   for _ in $(seq 300); do curl -sf "localhost:$PORT/readyz" > /dev/null && break; sleep 0.2; done
 }
 
+tree() {  # tree PID: PID and its descendants
+  local child
+  echo "$1"
+  for child in $(pgrep -P "$1" || true); do tree "$child"; done
+}
+
 cpu_ticks() {  # utime + stime of the server's process tree
   local total=0 pid
-  for pid in $(pgrep -f "spyglass serve --data-dir $DATA"); do
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+  for pid in $(tree "$server"); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2> /dev/null || echo 0)))
   done
   echo "$total"
 }
