@@ -301,3 +301,27 @@ async def test_searches_a_key_may_not_make_are_left_to_the_app(tmp_path: Path) -
                 answer = await client.post("/collections/v/search", json=body, headers=headers)
                 assert answer.status_code == status, answer.text
                 assert counts[way] == before[way] + 1, (headers, counts)
+
+
+async def test_a_search_that_waited_but_is_not_plain_is_served_by_the_app_on_its_slot(
+    tmp_path: Path,
+) -> None:
+    async with in_process(tmp_path, workers=1) as (url, app):
+        gate = app.state.admission.gates["search"]
+        slot = await hold_search_slot(app)
+        admitted = gate.lane.stats.admitted
+        port = int(url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        body = json.dumps({"vector": [1.0, 0.0, 0.0], "k": 2, "filter": {"n": 7}}).encode()
+        head = f"POST /collections/v/search HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}"
+        writer.write(head.encode() + b"\r\n\r\n" + body)
+        await writer.drain()
+        await until(lambda: len(gate.lane.waiting) == 1)
+        slot.drop()
+        status, _, answer = await read_answer(reader)
+        assert status == 200
+        assert json.loads(answer)["hits"] == []  # no item has n = 7: the app's answer
+        assert gate.lane.stats.admitted == admitted + 1  # admitted once, not twice
+        assert app.state.express.counts_by_way["to_app"] >= 1
+        writer.close()
+        await until(lambda: gate.lane.in_flight == 0)

@@ -169,6 +169,10 @@ class Slot:
             self.gate.release(self.started)
 
 
+GRANTED = "spyglass.granted"
+"""The request state key under which an HTTP protocol that made a request wait for its
+lane's slot (the express lane) hands the slot to admission control."""
+
 #: The slot of the request being served in this task, for work it hands to threads.
 current_slot: ContextVar[Slot | None] = ContextVar("spyglass_admission_slot", default=None)
 
@@ -380,7 +384,11 @@ class AdmissionMiddleware:
         if gate is None:
             await self.app(scope, receive, send)
             return
-        slot = await gate.acquire()
+        granted = scope.get("state", {}).pop(GRANTED, None)  # waited for in the protocol
+        if granted is not None and granted.gate is not gate:  # another lane's: not ours
+            granted.drop()
+            granted = None
+        slot = granted if granted is not None else await gate.acquire()
         admission = self.admission
         if isinstance(slot, str):
             if admission.on_shed is not None:

@@ -41,7 +41,7 @@ import httptools
 from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from spyglass.middleware.admission import Slot
+from spyglass.middleware.admission import GRANTED, Slot
 from spyglass.middleware.door import DOOR_PASSED, DOOR_STATE, Door, Refusal
 from spyglass.overload.lane import Lane
 from spyglass.routes.express import EXPRESS_STATE, Express, Search
@@ -166,17 +166,27 @@ class DoorHttpProtocol(HttpToolsProtocol):
         return True
 
     def _express(self, held: Held) -> None:
-        """Answer the held search, now or once its lane has a slot for it, or give it to
-        the ASGI app as it arrived."""
+        """Answer the held search: at once if its lane has a slot free, else once it has
+        waited for one (and only then is its body read, as the app reads a body only
+        once admitted); or give it to the ASGI app as it arrived."""
         self._held = None
         held.lane.entered -= 1
         body = b"".join(held.chunks)
-        search = held.express.prepare(held.path, held.name, held.headers, body)
+        express = held.express
+        search = express.start(held.path, held.name, held.headers)
         if search is None:
             self._to_app(held.lane, body)
             return
+        if self._close_after:
+            held.keep_alive = False
+        if express.free(search):
+            if not express.read(search, body):
+                self._to_app(held.lane, body)
+                return
+            self._answer(held, search, express.admit(search), None, body)
+            return
         waiting: list[RequestResponseCycle] = []
-        got = held.express.reserve(search, lambda got: self._answer(held, search, got, waiting[0]))
+        got = express.reserve(search, lambda got: self._answer(held, search, got, waiting[0], body))
         if got is None:
             # It waits for a slot, in a request cycle that no task runs: requests
             # pipelined behind it wait their turn, and a shutdown or a disconnect
@@ -184,8 +194,6 @@ class DoorHttpProtocol(HttpToolsProtocol):
             self._to_app(held.lane, body, WAITS)
             waiting.append(self.cycle)
             return
-        if self._close_after:
-            held.keep_alive = False
         self._answer(held, search, got, None, body)
 
     def _answer(
@@ -194,7 +202,7 @@ class DoorHttpProtocol(HttpToolsProtocol):
         search: Search,
         got: Slot | str,
         cycle: RequestResponseCycle | None,
-        body: bytes = b"",
+        body: bytes,
     ) -> None:
         """Send ``search``'s answer, run on the slot ``got``, or its 503 if its lane
         refused it; ``cycle``: the one it waited in."""
@@ -204,14 +212,13 @@ class DoorHttpProtocol(HttpToolsProtocol):
             return
         client = self.client[0] if self.client else None
         if isinstance(got, Slot):
+            if search.query is None and not express.read(search, body):
+                express.left(search)
+                self._give(held, cycle, body, got)  # the app serves it on its slot
+                return
             content = express.run(search, got, held.headers)
             if content is None:  # the app answers it, with the error it is
-                if cycle is None:
-                    self._to_app(held.lane, body)
-                else:
-                    self._entering = held.lane
-                    self._start_asgi_task(cycle, self.app)
-                    self._entering = None
+                self._give(held, cycle, body)
                 return
             express.done(search, 200, held.started, client)
             head = express.head(content, search.request_id)
@@ -238,8 +245,31 @@ class DoorHttpProtocol(HttpToolsProtocol):
             self.transport.close()
         self.on_response_complete()
 
-    def _to_app(self, lane: Lane, body: bytes, app: ASGI3Application | None = None) -> None:
-        """Give a held request to the ASGI app (or to ``app``) as if it had just arrived."""
+    def _give(
+        self, held: Held, cycle: RequestResponseCycle | None, body: bytes, slot: Slot | None = None
+    ) -> None:
+        """Give a search to the ASGI app, with the ``slot`` it waited for if it has one;
+        ``cycle``: the one it waited in, if it did."""
+        if cycle is None:
+            self._to_app(held.lane, body, granted=slot)
+            return
+        if slot is not None:
+            cycle.scope["state"][GRANTED] = slot
+        self._entering = held.lane
+        self._start_asgi_task(cycle, self.app)
+        self._entering = None
+
+    def _to_app(
+        self,
+        lane: Lane,
+        body: bytes,
+        app: ASGI3Application | None = None,
+        granted: Slot | None = None,
+    ) -> None:
+        """Give a held request to the ASGI app (or to ``app``) as if it had just arrived,
+        with the admission slot it was ``granted``, if any."""
+        if granted is not None:
+            self.scope["state"][GRANTED] = granted
         self._entering = lane
         self._app = app
         super().on_headers_complete()

@@ -66,37 +66,31 @@ those that waited for one, those their lane refused, those handed to the ASGI ap
 
 
 class Search:
-    """One search on its way through the express lane."""
+    """One search on its way through the express lane: its caller and lane first, its
+    query once its body is read (:meth:`Express.read`)."""
 
     __slots__ = (
         "path",
-        "stored",
-        "query",
+        "name",
         "tenant",
         "lane",
         "gate",
         "wall",
+        "stored",
+        "query",
         "request_id",
         "waiting",
     )
 
-    def __init__(
-        self,
-        path: str,
-        stored: str,
-        query: SearchIn,
-        tenant: str,
-        lane: str,
-        gate: Gate,
-        wall: float,
-    ) -> None:
+    def __init__(self, path: str, name: str, tenant: str, lane: str, gate: Gate) -> None:
         self.path = path
-        self.stored = stored
-        self.query = query
+        self.name = name
         self.tenant = tenant
         self.lane = lane
         self.gate = gate
-        self.wall = wall
+        self.wall = time.time()
+        self.stored = ""
+        self.query: SearchIn | None = None
         self.request_id = ""
         self.waiting = False
         """In the lane's queue, and in ``spyglass_http_requests_in_flight`` meanwhile."""
@@ -159,33 +153,43 @@ class Express:
                 return False
         return length is not None and length.isdigit() and int(length) <= MAX_BODY_BYTES
 
-    def prepare(
-        self, path: str, name: str, headers: list[tuple[bytes, bytes]], body: bytes
-    ) -> Search | None:
-        """The search ``body`` asks of collection ``name``, if it is one to answer here;
-        None: the ASGI app answers."""
-        search = self._search(path, name, headers, body)
-        if search is None:
-            self.counts_by_way["to_app"] += 1
-        return search
-
-    def _search(
-        self, path: str, name: str, headers: list[tuple[bytes, bytes]], body: bytes
-    ) -> Search | None:
+    def start(self, path: str, name: str, headers: list[tuple[bytes, bytes]]) -> Search | None:
+        """The search of collection ``name`` by the caller ``headers`` name, in its lane;
+        None (counted) if the auth layer would refuse the caller: the app answers."""
         principal = self._principal(path, headers)
-        if principal is None:
+        lane, gate = self.admission.gate_for("POST", path)
+        if principal is None or gate is None:
+            self.counts_by_way["to_app"] += 1
             return None
+        return Search(path, name, principal.tenant, lane, gate)
+
+    def read(self, search: Search, body: bytes) -> bool:
+        """Whether ``body`` asks for a search to answer here (``search`` then has it);
+        False (counted): the app answers."""
         try:
             query = SearchIn.model_validate(orjson.loads(body))
-            stored = tenancy.qualified(principal.tenant, name)
+            stored = tenancy.qualified(search.tenant, search.name)
         except (orjson.JSONDecodeError, ValidationError, ProblemError):
-            return None
-        if not self.engine.runs_inline(stored, query):
-            return None
-        lane, gate = self.admission.gate_for("POST", path)
-        if gate is None:
-            return None
-        return Search(path, stored, query, principal.tenant, lane, gate, time.time())
+            query = None
+        if query is None or not self.engine.runs_inline(stored, query):
+            self.counts_by_way["to_app"] += 1
+            return False
+        search.query, search.stored = query, stored
+        return True
+
+    @staticmethod
+    def free(search: Search) -> bool:
+        """Whether ``search``'s lane has a slot free now, with nobody waiting for it."""
+        lane = search.gate.lane
+        return lane.in_flight < lane.limit and not lane.waiting
+
+    @staticmethod
+    def admit(search: Search) -> Slot:
+        """A slot that :meth:`free` found, taken as admission would take it."""
+        now = time.monotonic()
+        admitted = search.gate.lane.arrive(now)
+        assert admitted is True, "admit() without a free slot"
+        return Slot(search.gate, now, 0.0)
 
     def reserve(self, search: Search, then: Callable[[Slot | str], None]) -> Slot | str | None:
         """A slot in ``search``'s lane or its refusal now, or None and ``then`` with one
@@ -201,6 +205,10 @@ class Express:
         """Forget ``search``, whose client left while it waited; give back its slot."""
         if isinstance(got, Slot):
             got.drop()
+        self._left(search)
+
+    def left(self, search: Search) -> None:
+        """``search`` leaves the express lane for the app, which counts it from here."""
         self._left(search)
 
     def _left(self, search: Search) -> None:
@@ -230,6 +238,7 @@ class Express:
         token = current_request_id.set(search.request_id)
         try:
             started = time.perf_counter()
+            assert search.query is not None, "run() before read()"
             hits = self.engine.search(search.stored, [search.query])[0]
         except Exception:
             slot.drop()
