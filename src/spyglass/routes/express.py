@@ -1,24 +1,24 @@
 """The express lane: a plain vector search answered by the HTTP protocol itself.
 
-A nearest-neighbour search for a vector costs about 0.35 ms of CPU in the index, and
+A nearest-neighbour search for a vector costs about 0.3 ms of CPU in the index, and
 the ASGI path around it (uvicorn's request cycle and task, a dozen middleware
 layers, Starlette's routing, the request and response objects) about 0.8 ms more:
 measured with py-spy on one pinned worker. The search is the server's hottest
 route, so the HTTP protocol (:mod:`spyglass.overload.http_protocol`) hands it here
-once its body is in, and writes the bytes this returns.
+once its body is in, and writes the bytes it gets back.
 
 It is the same search with the same outcome, not a second implementation: the
 body is validated by :class:`~spyglass.schema.SearchIn`, the caller authenticated
-by the same key ring, the slot taken from the same admission lane, the engine and
-its hits those of ``POST /collections/{name}/search``; the answer carries the same
-headers (request id, security headers), and the request its access-log line and
-its metrics. Only a search the engine would run on the event loop anyway
-(:meth:`~spyglass.engine.Engine.runs_inline`), whose lane has a free slot, with
-nothing that another layer must see (CORS, forwarded-for headers, a rate limit) is
-answered here. For anything else, including every error, :meth:`Express.answer`
-returns None and the protocol gives the request to the ASGI app, which answers it
-as it answers any other (a 404, a 422, a queue): the express lane never answers
-with an error of its own.
+by the same key ring, the slot taken from the same admission lane (waited for in
+its queue when none is free, before the body is read, as the app waits), the
+engine and its hits those of ``POST /collections/{name}/search``; the answer
+carries the same headers (request id, security headers), and the request its
+access-log line and its metrics. Only a search the engine would run on the event
+loop anyway (:meth:`~spyglass.engine.Engine.runs_inline`), with nothing that
+another layer must see (CORS, forwarded-for headers, a rate limit), is answered
+here. Anything else, every error included, goes to the ASGI app (with the slot it
+waited for, if it waited), which answers it as it answers any other request: the
+express lane's only answers of its own are the search's and its lane's 503.
 
 ``express_search = false`` sends every search through the ASGI app.
 """
