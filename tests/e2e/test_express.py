@@ -325,3 +325,25 @@ async def test_a_search_that_waited_but_is_not_plain_is_served_by_the_app_on_its
         assert app.state.express.counts_by_way["to_app"] >= 1
         writer.close()
         await until(lambda: gate.lane.in_flight == 0)
+
+
+async def test_a_slot_waited_for_comes_back_when_the_app_refuses_before_admission(
+    tmp_path: Path,
+) -> None:
+    async with in_process(tmp_path, workers=1) as (url, app):
+        gate = app.state.admission.gates["search"]
+        new = app.state.key_ring.store.create("default", ["read"], "reader")
+        slot = await hold_search_slot(app)
+        port = int(url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        body = json.dumps({"vector": [1.0, 0.0, 0.0], "filter": {"n": 1}}).encode()
+        head = f"POST /collections/v/search HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}"
+        writer.write(f"{head}\r\nX-API-Key: {new.key}\r\n\r\n".encode() + body)
+        await writer.drain()
+        await until(lambda: len(gate.lane.waiting) == 1)
+        app.state.key_ring.store.revoke(new.info.id)  # while it waits
+        slot.drop()
+        status, _, _ = await read_answer(reader)
+        assert status == 401  # the app's auth layer, before admission control
+        await until(lambda: gate.lane.in_flight == 0)  # the slot it waited for is back
+        writer.close()

@@ -171,7 +171,27 @@ class Slot:
 
 GRANTED = "spyglass.granted"
 """The request state key under which an HTTP protocol that made a request wait for its
-lane's slot (the express lane) hands the slot to admission control."""
+lane's slot (the express lane) hands the slot to admission control, as :class:`Granted`."""
+
+
+class Granted:
+    """A slot waited for before the app ran, for admission control to take; given back
+    by :meth:`release` if no layer took it (one refused the request first)."""
+
+    __slots__ = ("slot",)
+
+    def __init__(self, slot: Slot) -> None:
+        self.slot: Slot | None = slot
+
+    def take(self) -> Slot | None:
+        slot, self.slot = self.slot, None
+        return slot
+
+    def release(self) -> None:
+        slot = self.take()
+        if slot is not None:
+            slot.drop()
+
 
 #: The slot of the request being served in this task, for work it hands to threads.
 current_slot: ContextVar[Slot | None] = ContextVar("spyglass_admission_slot", default=None)
@@ -385,10 +405,11 @@ class AdmissionMiddleware:
             await self.app(scope, receive, send)
             return
         granted = scope.get("state", {}).pop(GRANTED, None)  # waited for in the protocol
-        if granted is not None and granted.gate is not gate:  # another lane's: not ours
-            granted.drop()
-            granted = None
-        slot = granted if granted is not None else await gate.acquire()
+        taken = granted.take() if granted is not None else None
+        if taken is not None and taken.gate is not gate:  # another lane's: not ours
+            taken.drop()
+            taken = None
+        slot = taken if taken is not None else await gate.acquire()
         admission = self.admission
         if isinstance(slot, str):
             if admission.on_shed is not None:

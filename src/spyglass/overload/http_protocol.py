@@ -41,7 +41,7 @@ import httptools
 from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from spyglass.middleware.admission import GRANTED, Slot
+from spyglass.middleware.admission import GRANTED, Granted, Slot
 from spyglass.middleware.door import DOOR_PASSED, DOOR_STATE, Door, Refusal
 from spyglass.overload.lane import Lane
 from spyglass.routes.express import EXPRESS_STATE, Express, Search
@@ -86,6 +86,7 @@ class DoorHttpProtocol(HttpToolsProtocol):
     _entering: Lane | None = None
     _held: Held | None = None
     _app: ASGI3Application | None = None
+    _granted: Granted | None = None
     """The app for the next request handed over, instead of the server's."""
     _close_after: bool = False
     _parked: tuple[bytes, bool] | None = None
@@ -250,30 +251,30 @@ class DoorHttpProtocol(HttpToolsProtocol):
     ) -> None:
         """Give a search to the ASGI app, with the ``slot`` it waited for if it has one;
         ``cycle``: the one it waited in, if it did."""
+        granted = None if slot is None else Granted(slot)
         if cycle is None:
-            self._to_app(held.lane, body, granted=slot)
+            self._to_app(held.lane, body, granted=granted)
             return
-        if slot is not None:
-            cycle.scope["state"][GRANTED] = slot
-        self._entering = held.lane
+        if granted is not None:
+            cycle.scope["state"][GRANTED] = granted
+        self._entering, self._granted = held.lane, granted
         self._start_asgi_task(cycle, self.app)
-        self._entering = None
+        self._entering = self._granted = None
 
     def _to_app(
         self,
         lane: Lane,
         body: bytes,
         app: ASGI3Application | None = None,
-        granted: Slot | None = None,
+        granted: Granted | None = None,
     ) -> None:
         """Give a held request to the ASGI app (or to ``app``) as if it had just arrived,
         with the admission slot it was ``granted``, if any."""
         if granted is not None:
             self.scope["state"][GRANTED] = granted
-        self._entering = lane
-        self._app = app
+        self._entering, self._app, self._granted = lane, app, granted
         super().on_headers_complete()
-        self._entering = self._app = None
+        self._entering = self._app = self._granted = None
         if self._close_after:
             self.cycle.keep_alive = False
         if body:
@@ -329,7 +330,7 @@ class DoorHttpProtocol(HttpToolsProtocol):
         lane = self._entering
         if lane is not None:  # counted in its lane until its task ends, however it ends
             lane.entered += 1
-            app = _counted(app, lane)
+            app = _counted(app, lane, self._granted)
         super()._start_asgi_task(cycle, app)
 
     def on_body(self, body: bytes) -> None:
@@ -367,12 +368,14 @@ def _schedule_drain(door: Door, loop: asyncio.AbstractEventLoop, now: float) -> 
     door.drain = None if wait is None else loop.call_later(wait, _drain, door)
 
 
-def _counted(app: ASGI3Application, lane: Lane) -> ASGI3Application:
+def _counted(app: ASGI3Application, lane: Lane, granted: Granted | None = None) -> ASGI3Application:
     async def counted(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         try:
             await app(scope, receive, send)
         finally:
             lane.entered -= 1
+            if granted is not None:  # a slot no layer took (one refused first): back
+                granted.release()
 
     return counted
 
