@@ -5,7 +5,7 @@ lines and metrics as the ASGI app gives with it off. And it must stay plain HTTP
 a search that waits for a slot keeps its connection's place, requests pipelined
 behind it are answered after it, and one whose wait runs out gets the lane's 503.
 
-The first tests compare two real servers (express on and off). The others run a real
+The first test compares two real two-worker servers (express on and off). The others run a real
 uvicorn server with Spyglass's HTTP protocol in the test's own event loop, so that a
 test can hold the search lane's one slot itself, and let it go, with no clock.
 """
@@ -60,25 +60,24 @@ def fill(url: str) -> None:
     assert httpx.post(f"{url}/collections/v/items", json={"items": items}).status_code == 200
 
 
-def answers(url: str, collection: str = "v") -> list[dict[str, Any]]:
+def answers(client: httpx.Client, collection: str = "v") -> list[dict[str, Any]]:
     """What a client sees for each of SEARCHES, without what differs by nature."""
     seen = []
-    with httpx.Client(base_url=url) as client:
-        for label, body, headers in SEARCHES:
-            r = client.post(f"/collections/{collection}/search", content=body, headers=headers)
-            content = r.json()
-            content.pop("took_ms", None)
-            shown = {k: v for k, v in r.headers.items() if k not in VOLATILE}
-            rid = r.headers.get("x-request-id", "")
-            seen.append(
-                {
-                    "label": label,
-                    "status": r.status_code,
-                    "headers": shown,
-                    "content": content,
-                    "id": rid if label == "own id" else bool(re.fullmatch("[0-9a-f]{32}", rid)),
-                }
-            )
+    for label, body, headers in SEARCHES:
+        r = client.post(f"/collections/{collection}/search", content=body, headers=headers)
+        content = r.json()
+        content.pop("took_ms", None)
+        shown = {k: v for k, v in r.headers.items() if k not in VOLATILE}
+        rid = r.headers.get("x-request-id", "")
+        seen.append(
+            {
+                "label": label,
+                "status": r.status_code,
+                "headers": shown,
+                "content": content,
+                "id": rid if label == "own id" else bool(re.fullmatch("[0-9a-f]{32}", rid)),
+            }
+        )
     return seen
 
 
@@ -106,12 +105,15 @@ def test_the_express_lane_answers_as_the_app_does(tmp_path: Path) -> None:
     for express in ("true", "false"):
         log = tmp_path / f"server-{express}.log"
         env = {"SPYGLASS_EXPRESS_SEARCH": express}
-        with running(tmp_path / f"data-{express}", workers=1, log=log, env=env) as server:
+        with (
+            running(tmp_path / f"data-{express}", workers=2, log=log, env=env) as server,
+            httpx.Client(base_url=server.url) as client,  # one connection: one worker
+        ):
             fill(server.url)
-            first = answers(server.url)  # the first search of a collection learns its kind
-            again = answers(server.url)
-            missing = answers(server.url, collection="nope")
-            status = httpx.get(f"{server.url}/status").json()
+            first = answers(client)  # a worker's first search of a collection learns its kind
+            again = answers(client)
+            missing = answers(client, collection="nope")
+            status = client.get("/status").json()
             seen[express] = {
                 "answers": (first, again, missing),
                 "log": access_lines(log),
