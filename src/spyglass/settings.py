@@ -267,9 +267,9 @@ class Settings(BaseSettings):
         gt=0,
         description="Most 503s one worker's HTTP protocol sends per second; requests refused"
         " past this pace wait, unread, for their turn (at most 1 s), so that clients which"
-        " resend at once cannot spend the CPU on refusals (measured: about 90 µs each; the"
-        " default is a little over half a core, past eight times a worker's vector-search"
-        " capacity).",
+        " resend at once cannot spend the CPU on refusals (measured: about 90-120 µs each;"
+        " the default is a little over half a core, about six times a worker's capacity for"
+        " plain vector searches).",
     )
     retry_after_s: int = Field(
         1, ge=1, description="`Retry-After` seconds on a 503 from admission control."

@@ -14,9 +14,11 @@ Clients that wait for their answer before sending again are slowed to the pace;
 the CPU stays with the requests admitted.
 
 An open stream of arrivals is not slowed by this (its refusals are answered at
-once) unless it outruns ``rate``: the default, 6,000 a second, is past the
-refusals of eight times a worker's capacity for vector search (about 5,000 a
-second measured on one core).
+once) unless it outruns ``rate``: the default, 6,000 a second, was past the
+refusals of eight times a worker's capacity for vector search through the ASGI
+app (about 5,000 a second measured on one core); with the express lane
+(:mod:`spyglass.routes.express`) that capacity is about a half higher, and the
+refusals of eight times it (about 7,000 a second) outrun the default.
 
 Pure bookkeeping on an explicit clock, like :class:`~spyglass.overload.lane.Lane`;
 the HTTP protocol (:mod:`spyglass.overload.http_protocol`) does the parking.
