@@ -349,3 +349,19 @@ async def test_a_slot_waited_for_comes_back_when_the_app_refuses_before_admissio
         assert status == 401  # the app's auth layer, before admission control
         await until(lambda: gate.lane.in_flight == 0)  # the slot it waited for is back
         writer.close()
+
+
+async def test_a_search_the_engine_refuses_is_answered_by_the_app_and_admitted_once(
+    tmp_path: Path,
+) -> None:
+    async with in_process(tmp_path, workers=1) as (url, app):
+        gate = app.state.admission.gates["search"]
+        counts = app.state.express.counts_by_way
+        admitted, to_app = gate.lane.stats.admitted, counts["to_app"]
+        async with httpx.AsyncClient(base_url=url) as client:
+            wrong = await client.post("/collections/v/search", json={"vector": [1.0, 0.0]})
+        assert wrong.status_code == 422
+        assert wrong.headers["content-type"] == "application/problem+json"
+        assert counts["to_app"] == to_app + 1  # the express lane tried it, the app answered
+        assert gate.lane.stats.admitted == admitted + 1
+        await until(lambda: gate.lane.in_flight == 0)

@@ -218,8 +218,8 @@ class DoorHttpProtocol(HttpToolsProtocol):
                 self._give(held, cycle, body, got)  # the app serves it on its slot
                 return
             content = express.run(search, got, held.headers)
-            if content is None:  # the app answers it, with the error it is
-                self._give(held, cycle, body)
+            if content is None:  # the app answers it, with the error it is, on its slot
+                self._give(held, cycle, body, got)
                 return
             express.done(search, 200, held.started, client)
             head = express.head(content, search.request_id)

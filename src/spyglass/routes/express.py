@@ -231,9 +231,7 @@ class Express:
     def run(self, search: Search, slot: Slot, headers: list[tuple[bytes, bytes]]) -> bytes | None:
         """``search``'s JSON answer, run on the admission ``slot`` it was given (which it
         gives back); None if the engine raised: the ASGI app then answers, with the error
-        it is."""
-        if self.admission.on_admit is not None:
-            self.admission.on_admit(search.lane, slot.waited)
+        it is, on the same slot."""
         search.request_id = request_id_from({"headers": headers})
         token = current_request_id.set(search.request_id)
         try:
@@ -241,12 +239,13 @@ class Express:
             assert search.query is not None, "run() before read()"
             hits = self.engine.search(search.stored, [search.query])[0]
         except Exception:
-            slot.drop()
             self.counts_by_way["to_app"] += 1
             self._left(search)  # the app counts it from here
             return None
         finally:
             current_request_id.reset(token)
+        if self.admission.on_admit is not None:
+            self.admission.on_admit(search.lane, slot.waited)
         slot.gate.ran_inline(slot)
         took_ms = round((time.perf_counter() - started) * 1000, 3)
         return orjson.dumps({"hits": hits_json(hits), "took_ms": took_ms})
