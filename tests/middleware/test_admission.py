@@ -79,7 +79,10 @@ def assert_unavailable(response: httpx.Response) -> None:
 
 
 async def test_full_queue_is_shed_at_once(blocker: Blocker) -> None:
-    app, admission = tiny_app(blocker, search=Budget(in_flight=1, queue=1, wait_ms=600_000))
+    # A target as long as the wait: the third's overflow makes the lane overloaded, and
+    # however slow the machine, the second must not have waited past the target by then.
+    budget = Budget(in_flight=1, queue=1, wait_ms=600_000, target_ms=600_000)
+    app, admission = tiny_app(blocker, search=budget)
     stats = admission.stats["search"]
     async with client_for(app) as client:
         first = asyncio.create_task(client.post("/collections/c/search"))
