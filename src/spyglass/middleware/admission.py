@@ -212,12 +212,10 @@ class Gate:
 
     async def acquire(self) -> Slot | str:
         """A slot, at once or after a wait; else why not (``queue_full``, ``queue_delay``)."""
-        now = time.monotonic()
-        decision = self._arrive(now)
-        if not isinstance(decision, Waiter):
-            return decision
-        waiter = decision
-        timer = self._wait(waiter, now)
+        queued = self._queue(time.monotonic())
+        if not isinstance(queued, tuple):
+            return queued
+        waiter, timer = queued
         try:
             await waiter.handle
         except BaseException:  # cancelled while waiting: leave the line cleanly
@@ -230,12 +228,10 @@ class Gate:
     def reserve(self, then: Callable[[Slot | str], None]) -> Slot | str | None:
         """:meth:`acquire` for a caller that cannot await (an HTTP protocol): a slot or a
         refusal now, or None and, once the wait is over, ``then`` with one of them."""
-        now = time.monotonic()
-        decision = self._arrive(now)
-        if not isinstance(decision, Waiter):
-            return decision
-        waiter = decision
-        timer = self._wait(waiter, now)
+        queued = self._queue(time.monotonic())
+        if not isinstance(queued, tuple):
+            return queued
+        waiter, timer = queued
 
         def waited(_: asyncio.Future[None]) -> None:
             timer.cancel()
@@ -244,22 +240,21 @@ class Gate:
         waiter.handle.add_done_callback(waited)
         return None
 
-    def _arrive(self, now: float) -> Slot | str | Waiter:
+    def _queue(self, now: float) -> Slot | str | tuple[Waiter, asyncio.TimerHandle]:
+        """A slot or a refusal now, or a place in the line: the waiter, whose future its
+        grant resolves, and the timer of its expiry."""
         decision = self.lane.arrive(now)
         self._wake_dropped()
         if decision is True:
             return Slot(self, now, 0.0)
         if decision is False:
             return QUEUE_FULL
-        return decision
-
-    def _wait(self, waiter: Waiter, now: float) -> asyncio.TimerHandle:
-        """Give ``waiter`` the future its grant resolves, and a timer for its expiry."""
+        waiter = decision
         loop = asyncio.get_running_loop()
         waiter.handle = handle = loop.create_future()
         # A bare future and one timer: asyncio.wait costs several times as much, and
         # every request waits here when a worker's one search slot is busy.
-        return loop.call_later(max(0.0, waiter.expires - now), _resolve, handle)
+        return waiter, loop.call_later(max(0.0, waiter.expires - now), _resolve, handle)
 
     def _waited(self, waiter: Waiter, now: float) -> Slot | str:
         if waiter.granted:

@@ -41,6 +41,7 @@ from spyglass.middleware.admission import Admission, Gate, Slot
 from spyglass.middleware.auth import presented_key, required_scope
 from spyglass.middleware.metrics import HttpCounts
 from spyglass.middleware.request_id import current_request_id, request_id_from
+from spyglass.middleware.route_class import collection_of
 from spyglass.middleware.security_headers import API_CSP, common_headers
 from spyglass.routes.search import hits_json
 from spyglass.schema import SearchIn
@@ -122,8 +123,7 @@ class Express:
             *((name.lower(), value) for name, value in common_headers(hsts)),
             ("content-security-policy", API_CSP),
         ]
-        self.headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
-        self.header_lines = b"".join(k + b": " + v + b"\r\n" for k, v in self.headers)
+        self.header_lines = "".join(f"{k}: {v}\r\n" for k, v in headers).encode("latin-1")
         """The response headers after ``content-length`` and before ``x-request-id``,
         in the order the ASGI path sends them."""
         self.counts_by_way = dict.fromkeys(WAYS, 0)
@@ -134,12 +134,8 @@ class Express:
     @staticmethod
     def collection(method: str, path: str) -> str | None:
         """The collection a request searches, if it is ``POST /collections/{name}/search``."""
-        if method != "POST" or not path.endswith("/search"):
-            return None
-        parts = path.split("/")
-        if len(parts) != 4 or parts[1] != "collections" or not parts[2]:
-            return None
-        return parts[2]
+        name = collection_of(path) if method == "POST" else None
+        return name if name is not None and path == f"/collections/{name}/search" else None
 
     @staticmethod
     def takes(headers: Sequence[tuple[bytes, bytes]]) -> bool:
@@ -205,13 +201,10 @@ class Express:
         """Forget ``search``, whose client left while it waited; give back its slot."""
         if isinstance(got, Slot):
             got.drop()
-        self._left(search)
+        self.left(search)
 
     def left(self, search: Search) -> None:
-        """``search`` leaves the express lane for the app, which counts it from here."""
-        self._left(search)
-
-    def _left(self, search: Search) -> None:
+        """``search`` leaves the express lane: the app, or nobody, counts it from here."""
         if search.waiting:
             search.waiting = False
             self.counts.metrics.in_flight.dec()
@@ -240,7 +233,7 @@ class Express:
             hits = self.engine.search(search.stored, [search.query])[0]
         except Exception:
             self.counts_by_way["to_app"] += 1
-            self._left(search)  # the app counts it from here
+            self.left(search)  # the app counts it from here
             return None
         finally:
             current_request_id.reset(token)
@@ -265,7 +258,7 @@ class Express:
 
     def done(self, search: Search, status: int, started: float, client: str | None) -> None:
         """Count and log ``search``, answered with ``status``, as the middleware would."""
-        self._left(search)
+        self.left(search)
         if status == 200:
             self.counts_by_way["answered"] += 1
         seconds = time.perf_counter() - started
