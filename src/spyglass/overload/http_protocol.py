@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import time
 import urllib.parse
+from dataclasses import dataclass, field
 
 import httptools
 from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
@@ -55,28 +56,18 @@ async def WAITS(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallab
     raise AssertionError("a request waiting for the express lane was run as an app")
 
 
+@dataclass(slots=True, eq=False)
 class Held:
     """A search held for the express lane while its body comes in."""
 
-    __slots__ = ("express", "lane", "path", "name", "headers", "keep_alive", "chunks", "started")
-
-    def __init__(
-        self,
-        express: Express,
-        lane: Lane,
-        path: str,
-        name: str,
-        headers: list[tuple[bytes, bytes]],
-        keep_alive: bool,
-    ) -> None:
-        self.express = express
-        self.lane = lane
-        self.path = path
-        self.name = name
-        self.headers = headers
-        self.keep_alive = keep_alive
-        self.chunks: list[bytes] = []
-        self.started = time.perf_counter()
+    express: Express
+    lane: Lane
+    path: str
+    name: str
+    headers: list[tuple[bytes, bytes]]
+    keep_alive: bool
+    chunks: list[bytes] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
 
 
 class DoorHttpProtocol(HttpToolsProtocol):

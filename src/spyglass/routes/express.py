@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import orjson
@@ -66,35 +67,22 @@ WAYS = ("answered", "waited", "refused", "to_app")
 those that waited for one, those their lane refused, those handed to the ASGI app."""
 
 
+@dataclass(slots=True, eq=False)
 class Search:
     """One search on its way through the express lane: its caller and lane first, its
     query once its body is read (:meth:`Express.read`)."""
 
-    __slots__ = (
-        "path",
-        "name",
-        "tenant",
-        "lane",
-        "gate",
-        "wall",
-        "stored",
-        "query",
-        "request_id",
-        "waiting",
-    )
-
-    def __init__(self, path: str, name: str, tenant: str, lane: str, gate: Gate) -> None:
-        self.path = path
-        self.name = name
-        self.tenant = tenant
-        self.lane = lane
-        self.gate = gate
-        self.wall = time.time()
-        self.stored = ""
-        self.query: SearchIn | None = None
-        self.request_id = ""
-        self.waiting = False
-        """In the lane's queue, and in ``spyglass_http_requests_in_flight`` meanwhile."""
+    path: str
+    name: str
+    tenant: str
+    lane: str
+    gate: Gate
+    wall: float = field(default_factory=time.time)
+    stored: str = ""
+    query: SearchIn | None = None
+    request_id: str = ""
+    waiting: bool = False
+    """In the lane's queue, and in ``spyglass_http_requests_in_flight`` meanwhile."""
 
 
 class Express:
