@@ -125,7 +125,16 @@ class Settings(BaseSettings):
     snapshot_tail: int = Field(
         20000,
         ge=1,
-        description="Writes newer than the index snapshot that trigger a background rebuild.",
+        description="Writes newer than the index snapshot that trigger a background build,"
+        " which extends the snapshot with them.",
+    )
+    compact_ratio: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="Share of a snapshot's items deleted or replaced since it was built from"
+        " scratch past which the collection is indexed again without them (compaction)"
+        " instead of the snapshot being extended.",
     )
     exact_below: int = Field(
         5000,

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gc
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
 import weakref
 from pathlib import Path
@@ -182,3 +185,104 @@ def test_collections_made_before_keyword_search_gain_it(tmp_path: Path) -> None:
         assert [hit.id for hit in store.keyword_search("old", [query])[0]] == ["a"]
     finally:
         store.close()
+
+
+def replay(store: EmbeddedStore, vectors: np.ndarray, *, build_between: bool) -> None:
+    """The same writes into ``store``: 600 items, then 300 new, 50 replaced and 50
+    deleted; built after the first batch too if ``build_between``."""
+    store.create_collection(CollectionSpec(name="c", dim=vectors.shape[1]))
+    store.upsert("c", [Item(id=f"i{i}", vector=v) for i, v in enumerate(vectors[:600])])
+    if build_between:
+        store.optimize("c")
+    store.upsert("c", [Item(id=f"i{i}", vector=v) for i, v in enumerate(vectors[600:900], 600)])
+    store.upsert("c", [Item(id=f"i{i}", vector=vectors[900 + i]) for i in range(50)])
+    store.delete_items("c", [f"i{i}" for i in range(50, 100)])
+    store.optimize("c")
+
+
+def test_a_build_extends_the_snapshot_and_finds_what_a_full_build_finds(tmp_path: Path) -> None:
+    vectors = np.random.default_rng(5).normal(size=(950, 16)).astype(np.float32)
+    extended = EmbeddedStore(tmp_path / "extended", exact_below=0)
+    full = EmbeddedStore(tmp_path / "full", exact_below=0)
+    replay(extended, vectors, build_between=True)
+    replay(full, vectors, build_between=False)
+    cid = extended._sync("c").cid
+    assert extended.last_build[cid].extended and not full.last_build[cid].extended
+    grown = extended._sync("c")
+    assert grown.snapshot is not None and grown.tail_size == 0
+    # the first 600 stay where they were; 300 new and 50 replacements come after them
+    assert grown.snapshot.size == 950 and grown.snapshot.dead.tolist() == list(range(100))
+    assert full._sync("c").snapshot.size == 850  # type: ignore[union-attr]
+    for exact, ef in ((True, None), (False, 1024)):  # ef past the size: HNSW misses nothing
+        for q in vectors[::19]:
+            query = Query(vector=q, k=10, exact=exact, ef=ef)
+            got = [(h.id, round(h.score, 4)) for h in extended.search("c", [query])[0]]
+            want = [(h.id, round(h.score, 4)) for h in full.search("c", [query])[0]]
+            assert got == want
+    gone = {h.id for q in vectors[50:100] for h in extended.search("c", [Query(vector=q)])[0]}
+    assert not gone & {f"i{i}" for i in range(50, 100)}
+    extended.close()
+    full.close()
+
+
+def test_deletes_past_the_compact_ratio_build_the_index_again_without_them(
+    tmp_path: Path,
+) -> None:
+    store = EmbeddedStore(tmp_path, exact_below=0, snapshot_tail=10_000, compact_ratio=0.25)
+    store.create_collection(CollectionSpec(name="c", dim=16))
+    vectors = fill(store, 400)
+    store.optimize("c")
+    before = sum(p.stat().st_size for p in (tmp_path / "index").rglob("hnsw-*.faiss"))
+    store.delete_items("c", [f"i{i}" for i in range(0, 400, 3)])  # 134 of 400: past 25%
+    store.search("c", [Query(vector=vectors[1])])  # sees the tombstones: starts a build
+    deadline = time.monotonic() + 60
+    while store._sync("c").snapshot_seq != store.get_collection("c").version:
+        assert time.monotonic() < deadline, "no compaction"
+        time.sleep(0.05)
+    view = store._sync("c")
+    assert view.snapshot is not None and view.snapshot.size == 266 and not view.dead.size
+    assert not store.last_build[view.cid].extended
+    after = next((tmp_path / "index").rglob(f"hnsw-{view.snapshot_seq}.faiss")).stat().st_size
+    assert after < before
+    assert store.search("c", [Query(vector=vectors[3], k=1)])[0][0].id != "i3"
+    assert store.search("c", [Query(vector=vectors[4], k=1)])[0][0].id == "i4"
+    store.close()
+
+
+BUILD_AND_DIE = """
+import sys
+from pathlib import Path
+import numpy as np
+from spyglass.stores.base import CollectionSpec, IndexParams, Item
+from spyglass.stores.embedded import EmbeddedStore
+store = EmbeddedStore(Path(sys.argv[1]), exact_below=0)
+store.create_collection(CollectionSpec(name="c", dim=64, index=IndexParams(ef_construction=400)))
+vectors = np.random.default_rng(1).normal(size=(30_000, 64)).astype(np.float32)
+store.upsert("c", [Item(id=f"i{i}", vector=v) for i, v in enumerate(vectors)])
+print("written", flush=True)
+store.optimize("c")
+print("built", flush=True)
+"""
+
+
+def test_a_build_killed_midway_leaves_a_store_that_builds_again(tmp_path: Path) -> None:
+    worker = subprocess.Popen(
+        [sys.executable, "-c", BUILD_AND_DIE, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    assert worker.stdout is not None and worker.stdout.readline() == "written\n"
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "index").rglob(".records-*.tmp")):  # the build has begun
+        assert worker.poll() is None, "the build ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    worker.stdout.close()
+    store = EmbeddedStore(tmp_path, exact_below=0)
+    assert store.get_collection("c").count == 30_000  # every acknowledged write is there
+    vector = np.random.default_rng(1).normal(size=(30_000, 64)).astype(np.float32)[7]
+    assert store.search("c", [Query(vector=vector, k=1)])[0][0].id == "i7"  # from the tail
+    store.optimize("c")
+    assert store.search("c", [Query(vector=vector, k=1)])[0][0].id == "i7"
+    assert not [p for p in (tmp_path / "index").rglob("*.tmp")], "the killed build's files stay"
+    store.close()

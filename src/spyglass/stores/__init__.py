@@ -62,6 +62,7 @@ def open_embedded(settings: Settings, directory: Path) -> Store:
             directory,
             snapshot_tail=settings.snapshot_tail,
             exact_below=settings.exact_below,
+            compact_ratio=settings.compact_ratio,
         )
     except OSError as exc:
         raise ConfigError(f"cannot use data directory {directory}: {exc}") from exc

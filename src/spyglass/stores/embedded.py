@@ -19,8 +19,9 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,9 @@ log = logging.getLogger(__name__)
 #: Items that, gone from a worker's in-memory tail into a snapshot, are worth giving the
 #: freed memory back to the OS for (a trim took 2.5 ms after 100 MB of churn).
 BIG_TAIL = 10_000
+BUILD_PAGE = 16_384
+"""Items read and added to an index at a time: 25 MB of 384-d vectors."""
+LAST_LABEL = 2**63 - 1
 COLLECTION_COLUMNS = (
     "cid, name, dim, metric, encoder, m, ef_construction, ef_search, created_at, version, count,"
     " snapshot_seq, snapshot_gen, options"
@@ -60,17 +64,48 @@ COLLECTION_COLUMNS = (
 FILTER_CACHE_SIZE = 256
 
 
+@dataclass(frozen=True)
+class Building:
+    """A build running in this process."""
+
+    started: float
+    """Unix time."""
+    base: int | None
+    """The snapshot it extends; None: it indexes the whole collection."""
+
+
+@dataclass(frozen=True)
+class LastBuild:
+    """The last build this process finished."""
+
+    seconds: float
+    extended: bool
+    items: int
+
+
 class EmbeddedStore(Store):
     """A store in one directory, shared safely by several worker processes."""
 
     local = True
 
-    def __init__(self, data_dir: Path, *, snapshot_tail: int = 20000, exact_below: int = 5000):
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        snapshot_tail: int = 20000,
+        exact_below: int = 5000,
+        compact_ratio: float = 0.2,
+    ):
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(data_dir / "spyglass.db")
         self.snapshot_tail = snapshot_tail
         self.exact_below = exact_below
+        self.compact_ratio = compact_ratio
+        self.building: dict[int, Building] = {}
+        """The builds this process runs now, by collection id."""
+        self.last_build: dict[int, LastBuild] = {}
+        """The last build this process ran, by collection id."""
         self._views: dict[str, View] = {}
         self._sync_lock = threading.Lock()
         # per reader thread: name -> (data_version, view), the view held weakly so that a
@@ -391,8 +426,13 @@ class EmbeddedStore(Store):
         if replaced is not None and replaced.tail_size > view.tail_size + BIG_TAIL:
             del replaced
             heap.give_back()  # a big tail went into the snapshot: free its memory
-        if view.tail_size > self.snapshot_tail or (
-            view.snapshot is None and view.size > self.exact_below
+        if (
+            view.tail_size > self.snapshot_tail
+            or (view.snapshot is None and view.size > self.exact_below)
+            or (
+                view.snapshot is not None
+                and len(view.dead) > self.compact_ratio * view.snapshot.size
+            )
         ):
             self._start_builder(name, view.cid)
         return view
@@ -413,7 +453,7 @@ class EmbeddedStore(Store):
             metric=metric,
             ef_search=row[7],
             snapshot=snap,
-            dead=np.empty(0, dtype=np.int64),
+            dead=snap.dead if snap is not None else snapshots.NO_POSITIONS,
             tail=(),
         )
         return _advance(conn, empty, version)
@@ -450,7 +490,13 @@ class EmbeddedStore(Store):
         self.build_snapshot(name, wait=True)
 
     def build_snapshot(self, name: str, *, wait: bool) -> bool:
-        """Build a snapshot of ``name`` as of now; False if another process holds the lock."""
+        """Build a snapshot of ``name`` as of now; False if another process holds the lock.
+
+        The previous snapshot is extended with the items written since (the work is
+        that of the new items, not of the collection) unless there is none, it cannot
+        be read, or the items gone since it was built passed ``compact_ratio`` of it:
+        then the whole collection is indexed again, without them.
+        """
         with self.db.read() as conn:
             cid = _require(conn, name)[0]
         directory = self._index_dir(cid)
@@ -465,19 +511,38 @@ class EmbeddedStore(Store):
                 row = _require(conn, name)
                 if row[0] != cid:
                     return False
-                version, old_seq, metric = row[9], row[11], row[3]
+                version, old_seq, metric, dim = row[9], row[11], row[3], row[2]
                 names = snapshots.file_names(version)
                 if old_seq == version and all((directory / n).exists() for n in names):
                     return True
                 params = IndexParams(m=row[5], ef_construction=row[6], ef_search=row[7])
-                labels, vectors, records = _all_items(conn, cid, row[2])
-                # Reading every row mapped the whole database into this worker: unmap it
-                # (the next reads map again only the pages they touch).
-                conn.execute("PRAGMA mmap_size=0")
-                conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
+                base, dead, kept = self._extendable(conn, directory, cid, old_seq, version)
+                adding = conn.execute(
+                    "SELECT count(*) FROM items WHERE cid = ? AND seq > ? AND seq <= ?",
+                    (cid, base or 0, version),
+                ).fetchone()[0]
             started = time.perf_counter()
-            vectors = _prepare(metric, vectors)
-            snapshots.build(directory, version, metric, params, labels, vectors, records)
+            self.building[cid] = Building(started=time.time(), base=base)
+            try:
+                size = snapshots.build(
+                    directory,
+                    version,
+                    metric,
+                    params,
+                    dim,
+                    self._pages(cid, metric, dim, after=base or 0, upto=version),
+                    base=base,
+                    dead=dead,
+                    expected=kept + adding,
+                )
+            finally:
+                self.building.pop(cid, None)
+            # Reading the rows mapped them into this worker: unmap them (the next reads
+            # map again only the pages they touch).
+            conn = self.db.reader()
+            conn.execute("PRAGMA mmap_size=0")
+            conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
+            seconds = time.perf_counter() - started
             with self.db.write() as conn:
                 updated = conn.execute(
                     "UPDATE collections SET snapshot_seq = ?, snapshot_gen = snapshot_gen + 1"
@@ -489,19 +554,76 @@ class EmbeddedStore(Store):
                         "DELETE FROM tombstones WHERE cid = ? AND seq <= ?", (cid, version)
                     )
             snapshots.prune(directory, keep={version, old_seq})
-            log.info(
-                "built the index of %s: %d items in %.1f s",
-                name,
-                len(labels),
-                time.perf_counter() - started,
+            self.last_build[cid] = LastBuild(
+                seconds=round(seconds, 3), extended=base is not None, items=size
             )
-            del labels, vectors, records
+            log.info(
+                "%s the index of %s: %d items, %d gone, in %.1f s",
+                "extended" if base is not None else "built",
+                name,
+                size,
+                len(dead),
+                seconds,
+            )
             with self._sync_lock:  # its tail is in the snapshot now: read it from there
                 self._views.pop(name, None)
             heap.give_back()
             return True
         finally:
             lock.release()
+
+    def _extendable(
+        self, conn: sqlite3.Connection, directory: Path, cid: int, old_seq: int, version: int
+    ) -> tuple[int | None, np.ndarray, int]:
+        """The snapshot to extend (None: build from scratch), the positions of the new
+        snapshot whose items are gone, and how many items it keeps of the old one."""
+        scratch = None, snapshots.NO_POSITIONS, 0
+        if not old_seq or not all((directory / n).exists() for n in snapshots.file_names(old_seq)):
+            return scratch
+        try:
+            old = snapshots.Snapshot.open(directory, old_seq)
+        except (OSError, RuntimeError, ValueError) as exc:
+            log.warning("snapshot %s of collection %s unreadable (%s)", old_seq, cid, exc)
+            return scratch
+        gone = conn.execute(
+            "SELECT label FROM tombstones WHERE cid = ? AND seq > ? AND seq <= ?",
+            (cid, old_seq, version),
+        ).fetchall()
+        gone_labels = np.unique(np.fromiter((r[0] for r in gone), dtype=np.int64, count=len(gone)))
+        dead = np.union1d(old.dead, old.positions(gone_labels))
+        if old.size == 0 or len(dead) > self.compact_ratio * old.size:
+            return scratch
+        return old_seq, dead, old.size
+
+    def _pages(
+        self, cid: int, metric: str, dim: int, *, after: int, upto: int
+    ) -> Iterator[snapshots.Page]:
+        """The live items written after change ``after`` up to ``upto``, by label, a page
+        at a time, each page read in its own short transaction.
+
+        Items are read in change order, which is label order too (both only grow, and
+        a write takes its labels under the write lock that gives it its change). An
+        item deleted between two pages is missed, as it should be: the snapshot is as
+        of ``upto``, and the tombstone, newer than ``upto``, removes it from every view
+        anyway. A newer item is left for the tail (``seq <= upto``).
+        """
+        seq, label = after, LAST_LABEL
+        while True:
+            with self.db.read() as conn:
+                rows = conn.execute(
+                    "SELECT seq, label, id, text, payload, vector FROM items"
+                    " INDEXED BY items_by_seq WHERE cid = ? AND seq <= ? AND (seq, label) > (?, ?)"
+                    " ORDER BY seq, label LIMIT ?",
+                    (cid, upto, seq, label, BUILD_PAGE),
+                ).fetchall()
+            if not rows:
+                return
+            seq, label = rows[-1][0], rows[-1][1]
+            labels = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+            records = [orjson.dumps([r[2], r[3], orjson.Fragment(r[4])]) for r in rows]
+            vectors = _prepare(metric, _decode(rows, dim))
+            del rows
+            yield labels, vectors, records
 
     def check(self) -> None:
         with self.db.read() as conn:
@@ -530,18 +652,6 @@ def _advance(conn: sqlite3.Connection, view: View, version: int) -> View:
     records = {r[0]: (r[1], r[2], orjson.loads(r[3])) for r in rows}
     gone_labels = np.unique(np.fromiter((r[0] for r in gone), dtype=np.int64, count=len(gone)))
     return view.advance(version, TailChunk(labels, vectors, records), gone_labels)
-
-
-def _all_items(
-    conn: sqlite3.Connection, cid: int, dim: int
-) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
-    """Labels, vectors and ``[id, text, payload]`` records of every live item, by label."""
-    rows = conn.execute(
-        "SELECT label, id, text, payload, vector FROM items WHERE cid = ? ORDER BY label", (cid,)
-    ).fetchall()
-    labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    records = [orjson.dumps([r[1], r[2], orjson.Fragment(r[3])]) for r in rows]
-    return labels, _decode(rows, dim), records
 
 
 def _decode(rows: list[Any], dim: int) -> np.ndarray:

@@ -1,19 +1,23 @@
 """The on-disk HNSW snapshot of a collection, shared by every worker through mmap.
 
-A snapshot is four files written once and never changed: ``hnsw-<seq>.faiss``
+A snapshot is five files written once and never changed: ``hnsw-<seq>.faiss``
 (a FAISS ``IndexHNSWFlat`` over the collection's vectors as of change ``seq``),
 ``labels-<seq>.npy`` (the item label of each position in that index, ascending),
-and ``records-<seq>.bin`` with ``offsets-<seq>.npy`` (each position's
+``records-<seq>.bin`` with ``offsets-<seq>.npy`` (each position's
 ``[id, text, payload]`` as JSON), so that a search answers without a database
-read. All are opened memory-mapped (``IO_FLAG_MMAP_IFC``, ``np.load(mmap_mode=
-"r")``, ``mmap``), so N worker processes share one copy in the page cache
-instead of holding N.
+read, and ``dead-<seq>.npy``: the positions whose items were deleted or replaced
+before ``seq`` but are still in the graph (a snapshot extended from the previous
+one keeps them until a full build compacts them away). All are opened
+memory-mapped (``IO_FLAG_MMAP_IFC``, ``np.load(mmap_mode="r")``, ``mmap``), so N
+worker processes share one copy in the page cache instead of holding N.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
+import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,12 +42,21 @@ def to_scores(metric: str, distances: np.ndarray) -> np.ndarray:
     return distances
 
 
-KINDS = ("hnsw", "labels", "records", "offsets")
+KINDS = ("hnsw", "labels", "records", "offsets", "dead")
 Record = tuple[str, str | None, dict[str, Any]]
+Page = tuple[np.ndarray, np.ndarray, list[bytes]]
+"""Labels (ascending), vectors (as the index holds them) and JSON records of some items."""
+NO_POSITIONS = np.empty(0, dtype=np.int64)
 
 
-def file_names(seq: int) -> tuple[str, str, str, str]:
-    return f"hnsw-{seq}.faiss", f"labels-{seq}.npy", f"records-{seq}.bin", f"offsets-{seq}.npy"
+def file_names(seq: int) -> tuple[str, str, str, str, str]:
+    return (
+        f"hnsw-{seq}.faiss",
+        f"labels-{seq}.npy",
+        f"records-{seq}.bin",
+        f"offsets-{seq}.npy",
+        f"dead-{seq}.npy",
+    )
 
 
 @dataclass(frozen=True)
@@ -56,14 +69,17 @@ class Snapshot:
     size: int
     records: bytes | mmap.mmap
     offsets: np.ndarray
+    dead: np.ndarray = field(default_factory=lambda: NO_POSITIONS)
+    """Positions of items gone before ``seq`` that the graph still holds (ascending)."""
     _params: dict[int, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def open(cls, directory: Path, seq: int) -> Snapshot:
-        index_name, labels_name, records_name, offsets_name = file_names(seq)
+        index_name, labels_name, records_name, offsets_name, dead_name = file_names(seq)
         index = faiss.read_index(str(directory / index_name), faiss.IO_FLAG_MMAP_IFC)
         labels = np.load(directory / labels_name, mmap_mode="r").view(np.ndarray)
         offsets = np.load(directory / offsets_name, mmap_mode="r").view(np.ndarray)
+        dead = np.load(directory / dead_name) if (directory / dead_name).exists() else NO_POSITIONS
         records: bytes | mmap.mmap = b""
         with open(directory / records_name, "rb") as handle:
             if os.fstat(handle.fileno()).st_size:
@@ -75,6 +91,7 @@ class Snapshot:
             size=int(index.ntotal),
             records=records,
             offsets=offsets,
+            dead=dead,
         )
 
     def records_at(self, positions: np.ndarray) -> list[Record]:
@@ -135,34 +152,60 @@ def build(
     seq: int,
     metric: str,
     params: IndexParams,
-    labels: np.ndarray,
-    vectors: np.ndarray,
-    records: list[bytes],
-) -> None:
-    """Write the snapshot of ``vectors`` (already normalised for cosine) as of ``seq``.
+    dim: int,
+    pages: Iterable[Page],
+    *,
+    base: int | None = None,
+    dead: np.ndarray = NO_POSITIONS,
+    expected: int = 0,
+) -> int:
+    """Write the snapshot as of ``seq``: the items of ``pages`` added, in order, to an
+    empty index, or to the snapshot ``base`` of the same directory (extended: its
+    graph, labels and records are kept and the new items appended after them).
+    ``dead`` are the positions of the result whose items are gone; ``expected``, how
+    many items the result will hold, if known. Returns how many it holds.
 
-    ``records[i]`` is the JSON ``[id, text, payload]`` of ``labels[i]``.
-
-    Files are written under temporary names, flushed to disk and renamed, so a
-    reader sees either no snapshot or a whole one.
+    Memory is the index being built plus one page: records go straight to their
+    file. Files are written under temporary names, flushed to disk and renamed, so
+    a reader sees either no snapshot or a whole one.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    dim = vectors.shape[1]
-    index = faiss.IndexHNSWFlat(dim, params.m, faiss_metric(metric))
-    index.hnsw.efConstruction = params.ef_construction
-    if len(vectors):
-        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
     names = file_names(seq)
     temps = [directory / f".{name}.tmp" for name in names]
+    labels: list[np.ndarray] = []
+    offsets: list[np.ndarray] = [np.zeros(1, dtype=np.int64)]
+    index: Any
+    if base is None:
+        index = faiss.IndexHNSWFlat(dim, params.m, faiss_metric(metric))
+        index.hnsw.efConstruction = params.ef_construction
+        records = open(temps[2], "wb")  # noqa: SIM115 - closed below, after every page
+    else:
+        old = file_names(base)
+        index = faiss.read_index(str(directory / old[0]))  # in memory: it grows
+        labels.append(np.load(directory / old[1]))
+        offsets = [np.load(directory / old[3])]
+        shutil.copyfile(directory / old[2], temps[2])
+        records = open(temps[2], "ab")  # noqa: SIM115
+    _reserve(index, expected)
+    with records:
+        for page_labels, vectors, page_records in pages:
+            if not len(page_labels):
+                continue
+            index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+            labels.append(np.asarray(page_labels, dtype=np.int64))
+            ends = np.cumsum([len(r) for r in page_records], dtype=np.int64)
+            offsets.append(offsets[-1][-1] + ends)
+            records.write(b"".join(page_records))
     faiss.write_index(index, str(temps[0]))
-    offsets = np.zeros(len(records) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([len(r) for r in records])
-    with open(temps[1], "wb") as handle:
-        np.save(handle, np.ascontiguousarray(labels, dtype=np.int64))
-    with open(temps[2], "wb") as handle:
-        handle.write(b"".join(records))
-    with open(temps[3], "wb") as handle:
-        np.save(handle, offsets)
+    size = int(index.ntotal)
+    del index
+    all_labels = np.concatenate(labels) if labels else NO_POSITIONS
+    assert len(all_labels) == size, "labels and index disagree"
+    for temp, array in ((temps[1], all_labels), (temps[3], np.concatenate(offsets))):
+        with open(temp, "wb") as handle:
+            np.save(handle, array)
+    with open(temps[4], "wb") as handle:
+        np.save(handle, np.unique(np.asarray(dead, dtype=np.int64)))
     for path in temps:
         with open(path, "rb") as handle:
             os.fsync(handle.fileno())
@@ -173,10 +216,31 @@ def build(
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+    return size
+
+
+def _reserve(index: Any, items: int) -> None:
+    """Give ``index``'s two big arrays (vectors, graph links) room for ``items`` at once:
+    grown an add at a time, each would be copied into one twice its size, so that
+    building would briefly need up to three times the index's memory."""
+    if items <= index.ntotal:
+        return
+    storage: Any = faiss.downcast_index(index.storage)
+    links = index.hnsw.neighbors
+    level0 = index.hnsw.nb_neighbors(0)
+    for array, size in (
+        (storage.codes, items * storage.code_size),
+        (links, int(items * level0 * 1.1)),  # level 0, plus ~1/M of the nodes higher up
+    ):
+        now = array.size()
+        if size > now:
+            array.resize(size)  # std::vector: shrinking again keeps the capacity
+            array.resize(now)
 
 
 def prune(directory: Path, keep: set[int]) -> None:
-    """Remove snapshot files whose seq is not in ``keep``.
+    """Remove snapshot files whose seq is not in ``keep``, with the temporary files a
+    build killed midway left.
 
     Workers that still map a removed file keep reading it: unlinking a mapped
     file frees it only when the last mapping goes.
@@ -184,7 +248,7 @@ def prune(directory: Path, keep: set[int]) -> None:
     if not directory.is_dir():
         return
     for path in directory.iterdir():
-        stem, _, _ = path.name.partition(".")
+        stem, _, _ = path.name.removeprefix(".").partition(".")
         kind, _, seq = stem.partition("-")
         if kind in KINDS and seq.isdigit() and int(seq) not in keep:
             path.unlink(missing_ok=True)

@@ -66,6 +66,16 @@ class View:
         live_snapshot = (self.snapshot.size if self.snapshot else 0) - len(self.dead)
         return live_snapshot + self.tail_size
 
+    @cached_property
+    def _live(self) -> Any:
+        """A FAISS selector of the snapshot's live positions (None: all are), made once
+        per view: a snapshot extended many times can hold many dead positions."""
+        if not self.dead.size:
+            return None
+        assert self.snapshot is not None
+        live = np.setdiff1d(np.arange(self.snapshot.size, dtype=np.int64), self.dead)
+        return _bitmap(self.snapshot.size, live)
+
     def records_of(self, found: Found) -> list[Record]:
         """The id, text and payload of each hit of ``found``, in order."""
         positions = found.positions
@@ -218,9 +228,7 @@ class View:
             selector: Any = _bitmap(snapshot.size, positions)
             expected = min(k, int(positions.size))
         else:
-            selector = (
-                faiss.IDSelectorNot(faiss.IDSelectorBatch(self.dead)) if self.dead.size else None
-            )
+            selector = self._live
             expected = min(k, snapshot.size - int(self.dead.size))
         if exact:
             distances, found = snapshot.search_exact(queries, k, selector)
