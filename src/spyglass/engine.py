@@ -49,6 +49,7 @@ from spyglass.stores.base import (
     CollectionSpec,
     Hit,
     IndexParams,
+    IndexState,
     Item,
     KeywordQuery,
     Metric,
@@ -214,6 +215,10 @@ class Engine:
         if self.on_collection is not None:
             self.on_collection(shown(name), info.spec.encoder)
         return info
+
+    def index_state(self, name: str) -> IndexState | None:
+        check_name(name)
+        return self.store.index_state(name)
 
     # items
 

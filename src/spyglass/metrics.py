@@ -44,6 +44,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from spyglass.errors import ConfigError
+from spyglass.stores.base import IndexState
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -296,22 +297,50 @@ class _Forward(Collector):
 
 
 class CollectionItems(Collector):
-    """``spyglass_collection_items{collection}``: item counts read from the store at scrape.
+    """``spyglass_collection_items{collection}`` and the index's state, read from the
+    store at scrape: ``spyglass_index_items{collection,state}`` (indexed, tail,
+    deleted), ``spyglass_index_building{collection}`` and
+    ``spyglass_index_last_build_seconds{collection}`` (embedded store only).
 
     Collection names are bounded by the operator, who creates collections; a
     client cannot add label values by sending requests.
     """
 
-    def __init__(self, counts: Sequence[tuple[str, int]]) -> None:
+    def __init__(self, counts: Sequence[tuple[str, int, IndexState | None]]) -> None:
         self.counts = counts
 
     def collect(self) -> Iterable[Metric]:
-        family = GaugeMetricFamily(
+        items = GaugeMetricFamily(
             "spyglass_collection_items", "Items stored per collection.", labels=["collection"]
         )
-        for name, count in self.counts:
-            family.add_metric([name], count)
-        yield family
+        index = GaugeMetricFamily(
+            "spyglass_index_items",
+            "Items per collection in the index snapshot (indexed), written since it and"
+            " searched exactly (tail), and gone but still in it (deleted).",
+            labels=["collection", "state"],
+        )
+        building = GaugeMetricFamily(
+            "spyglass_index_building", "1 while a build of the index runs.", labels=["collection"]
+        )
+        last = GaugeMetricFamily(
+            "spyglass_index_last_build_seconds",
+            "Seconds the last build of the index took.",
+            labels=["collection"],
+        )
+        for name, count, state in self.counts:
+            items.add_metric([name], count)
+            if state is None:
+                continue
+            for kind, value in (
+                ("indexed", state.indexed),
+                ("tail", state.tail),
+                ("deleted", state.deleted),
+            ):
+                index.add_metric([name, kind], value)
+            building.add_metric([name], int(state.building))
+            if state.last_build_s is not None:
+                last.add_metric([name], state.last_build_s)
+        yield from (items, index, building, last)
 
 
 def reap_dead_workers(path: Path) -> None:

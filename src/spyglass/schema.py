@@ -60,6 +60,33 @@ class CollectionOut(BaseModel):
     count: int
     version: int = Field(description="Changes on every write to the collection.")
     created_at: float
+    index_state: IndexStateOut | None = Field(
+        None,
+        description="The index's progress; in `GET /collections/{name}` on the embedded store.",
+    )
+
+
+class IndexStateOut(BaseModel):
+    """How far the collection's index has come (embedded store only)."""
+
+    indexed: int = Field(description="Items in the index snapshot.")
+    tail: int = Field(
+        description="Items written since the snapshot, searched exactly until the next build"
+        " (`snapshot_tail`)."
+    )
+    deleted: int = Field(
+        description="Items deleted or replaced that the snapshot still holds; past"
+        " `compact_ratio` the next build leaves them out."
+    )
+    building: bool = Field(description="Whether a build runs now.")
+    build_started: float | None = Field(None, description="When it started (Unix time).")
+    build_added: int = Field(0, description="Items it has added so far.")
+    build_to_add: int = Field(0, description="Items it adds in all.")
+    last_build_s: float | None = Field(None, description="Seconds the last build took.")
+    last_build_extended: bool | None = Field(
+        None, description="Whether it extended the snapshot (false: built it from scratch)."
+    )
+    last_build_at: float | None = Field(None, description="When it finished (Unix time).")
 
 
 class CollectionList(BaseModel):

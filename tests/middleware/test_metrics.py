@@ -113,6 +113,9 @@ async def test_counts_by_route_template_and_status(client: httpx.AsyncClient) ->
     # The scrape itself is the one request in flight.
     assert value(samples, "spyglass_http_requests_in_flight") == 1
     assert value(samples, "spyglass_collection_items", collection="docs") == 3
+    assert value(samples, "spyglass_index_items", collection="docs", state="tail") == 3
+    assert value(samples, "spyglass_index_items", collection="docs", state="indexed") == 0
+    assert value(samples, "spyglass_index_building", collection="docs") == 0
 
 
 async def test_refusals_count_as_shed_and_rate_limited(client: httpx.AsyncClient) -> None:

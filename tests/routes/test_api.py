@@ -128,3 +128,16 @@ async def test_ids_with_slashes_can_be_read_back(client: httpx.AsyncClient) -> N
     await upsert_vectors(client, "p", {"docs/a.md#1": [1, 0]})
     r = await client.get("/collections/p/items/docs/a.md%231")
     assert r.status_code == 200 and r.json()["id"] == "docs/a.md#1"
+
+
+async def test_a_collection_reports_how_far_its_index_has_come(
+    client: httpx.AsyncClient,
+) -> None:
+    await create(client, "s", dim=3)
+    await upsert_vectors(client, "s", {"a": [1, 0, 0], "b": [0, 1, 0], "c": [0, 0, 1]})
+    await client.post("/collections/s/delete", json={"ids": ["c"]})
+    state = (await client.get("/collections/s")).json()["index_state"]
+    assert state["tail"] == 2 and state["indexed"] == 0 and state["deleted"] == 0
+    assert state["building"] is False and state["last_build_s"] is None
+    listed = (await client.get("/collections")).json()["collections"]
+    assert listed[0]["index_state"] is None  # the list stays one query

@@ -434,3 +434,18 @@ def test_files_are_kept_replaced_and_removed_with_their_items(store: Store) -> N
     store.create_collection(spec())
     with pytest.raises(NotFound):
         store.get_file("c", "d")
+
+
+def test_index_state_accounts_for_every_live_item(store: Store) -> None:
+    store.create_collection(spec())
+    vectors = np.random.default_rng(11).normal(size=(40, 8))
+    store.upsert("c", items(vectors))
+    store.optimize("c")
+    store.upsert("c", items(vectors[:10], prefix="more"))
+    store.delete_items("c", ["i0", "i1"])
+    state = store.index_state("c")
+    if state is not None:  # a store that keeps its own index (PostgreSQL) says nothing
+        assert state.indexed + state.tail == store.get_collection("c").count == 48
+        assert state.last_build_s is not None  # optimize() built it
+    with pytest.raises(NotFound):
+        store.index_state("nope")

@@ -206,8 +206,10 @@ def test_a_build_extends_the_snapshot_and_finds_what_a_full_build_finds(tmp_path
     full = EmbeddedStore(tmp_path / "full", exact_below=0)
     replay(extended, vectors, build_between=True)
     replay(full, vectors, build_between=False)
-    cid = extended._sync("c").cid
-    assert extended.last_build[cid].extended and not full.last_build[cid].extended
+    assert extended.index_state("c").last_build_extended is True
+    assert full.index_state("c").last_build_extended is False
+    state = extended.index_state("c")
+    assert (state.indexed, state.tail, state.deleted, state.building) == (850, 0, 100, False)
     grown = extended._sync("c")
     assert grown.snapshot is not None and grown.tail_size == 0
     # the first 600 stay where they were; 300 new and 50 replacements come after them
@@ -241,7 +243,7 @@ def test_deletes_past_the_compact_ratio_build_the_index_again_without_them(
         time.sleep(0.05)
     view = store._sync("c")
     assert view.snapshot is not None and view.snapshot.size == 266 and not view.dead.size
-    assert not store.last_build[view.cid].extended
+    assert store.index_state("c").last_build_extended is False
     after = next((tmp_path / "index").rglob(f"hnsw-{view.snapshot_seq}.faiss")).stat().st_size
     assert after < before
     assert store.search("c", [Query(vector=vectors[3], k=1)])[0][0].id != "i3"
@@ -275,14 +277,21 @@ def test_a_build_killed_midway_leaves_a_store_that_builds_again(tmp_path: Path) 
         assert worker.poll() is None, "the build ended before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.01)
+    store = EmbeddedStore(tmp_path, exact_below=0)
+    state = store.index_state("c")  # another process sees the build run
+    assert state.building and state.build_to_add == 30_000 and state.build_started is not None
+    assert (state.indexed, state.tail) == (0, 30_000)
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     worker.stdout.close()
-    store = EmbeddedStore(tmp_path, exact_below=0)
+    assert not store.index_state("c").building  # its process is gone
     assert store.get_collection("c").count == 30_000  # every acknowledged write is there
     vector = np.random.default_rng(1).normal(size=(30_000, 64)).astype(np.float32)[7]
     assert store.search("c", [Query(vector=vector, k=1)])[0][0].id == "i7"  # from the tail
     store.optimize("c")
     assert store.search("c", [Query(vector=vector, k=1)])[0][0].id == "i7"
     assert not [p for p in (tmp_path / "index").rglob("*.tmp")], "the killed build's files stay"
+    state = store.index_state("c")
+    assert (state.indexed, state.tail, state.building) == (30_000, 0, False)
+    assert state.last_build_extended is False and state.last_build_s is not None
     store.close()

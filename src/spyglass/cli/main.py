@@ -36,6 +36,7 @@ from spyglass.settings import (
 
 if TYPE_CHECKING:
     from spyglass.engine import Engine
+    from spyglass.stores.base import IndexState
 
 console = Console()
 errors = Console(stderr=True)
@@ -288,13 +289,33 @@ def collections_command(**overrides: Any) -> None:
     settings = load_settings(**overrides)
     with opened_engine(settings) as engine:
         infos = engine.store.list_collections()
-    table = Table("name", "items", "dim", "metric", "encoder", "version")
-    for info in infos:
+        states = [engine.store.index_state(info.spec.name) for info in infos]
+    table = Table("name", "items", "dim", "metric", "encoder", "version", "index")
+    for info, state in zip(infos, states, strict=True):
         spec = info.spec
         table.add_row(
-            spec.name, str(info.count), str(spec.dim), spec.metric, spec.encoder, str(info.version)
+            spec.name,
+            str(info.count),
+            str(spec.dim),
+            spec.metric,
+            spec.encoder,
+            str(info.version),
+            _index_state(state),
         )
     console.print(table if infos else f"no collections in {settings.data_dir}")
+
+
+def _index_state(state: IndexState | None) -> str:
+    """One line on a collection's index: indexed, tail, deleted, build."""
+    if state is None:
+        return "kept by the database"
+    line = f"{state.indexed:,} indexed, {state.tail:,} in the tail, {state.deleted:,} deleted"
+    if state.building:
+        line += f"; building: {state.build_added:,} of {state.build_to_add:,} added"
+    elif state.last_build_s is not None:
+        how = "extended" if state.last_build_extended else "built"
+        line += f"; last {how} in {state.last_build_s:,.1f} s"
+    return line
 
 
 @cli.group(name="keys")

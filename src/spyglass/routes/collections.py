@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from fastapi import APIRouter, Request, Response
 
 from spyglass.auth.tenancy import owned_by, principal_of, shown
+from spyglass.engine import Engine
 from spyglass.routes.deps import engine, run
 from spyglass.routes.etag import tagged
 from spyglass.routes.fastjson import FastJSONRoute
-from spyglass.schema import CollectionIn, CollectionList, CollectionOut, IndexIn
-from spyglass.stores.base import CollectionInfo
+from spyglass.schema import CollectionIn, CollectionList, CollectionOut, IndexIn, IndexStateOut
+from spyglass.stores.base import CollectionInfo, IndexState
 
 router = APIRouter(prefix="/collections", tags=["collections"], route_class=FastJSONRoute)
 
 
-def collection_out(info: CollectionInfo) -> CollectionOut:
+def collection_out(info: CollectionInfo, state: IndexState | None = None) -> CollectionOut:
     spec = info.spec
     return CollectionOut(
         name=shown(spec.name),
@@ -30,6 +33,7 @@ def collection_out(info: CollectionInfo) -> CollectionOut:
         count=info.count,
         version=info.version,
         created_at=info.created_at,
+        index_state=IndexStateOut(**dataclasses.asdict(state)) if state is not None else None,
     )
 
 
@@ -55,8 +59,14 @@ async def list_collections(request: Request) -> Response:
 
 @router.get("/{name}", response_model=CollectionOut)
 async def get_collection(name: str, request: Request) -> Response:
-    """Settings, item count and data version (changes on every write), with an ETag."""
-    return tagged(request, collection_out(await run(request, engine(request).get_collection, name)))
+    """Settings, item count, data version (changes on every write) and the index's
+    progress, with an ETag."""
+    info, state = await run(request, _with_state, engine(request), name)
+    return tagged(request, collection_out(info, state))
+
+
+def _with_state(engine: Engine, name: str) -> tuple[CollectionInfo, IndexState | None]:
+    return engine.get_collection(name), engine.index_state(name)
 
 
 @router.delete("/{name}", status_code=204)

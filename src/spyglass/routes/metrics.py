@@ -1,9 +1,11 @@
 """``GET /metrics``: Prometheus text of the whole server, whichever worker answers.
 
 Besides what the middleware and the engine counted, ``spyglass_collection_items``
-is read from the store at each scrape (in the worker's thread pool, since the
-store blocks). Its ``collection`` label takes the names of collections, which
-the operator creates; clients cannot add values to it.
+and the index's state (``spyglass_index_items``, ``spyglass_index_building``,
+``spyglass_index_last_build_seconds``) are read from the store at each scrape (in
+the worker's thread pool, since the store blocks). Its ``collection`` label takes
+the names of collections, which the operator creates; clients cannot add values to
+it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from spyglass.engine import Engine
 from spyglass.metrics import CollectionItems, Metrics
 from spyglass.middleware.metrics import HttpCounts, MetricsMiddleware
 from spyglass.routes.deps import run
+from spyglass.stores.base import IndexState
 
 router = APIRouter(tags=["metrics"])
 
@@ -33,8 +36,12 @@ def install_metrics(app: FastAPI, metrics: Metrics) -> Metrics:
     return metrics
 
 
-def _counts(engine: Engine) -> list[tuple[str, int]]:
-    return [(info.spec.name, info.count) for info in engine.store.list_collections()]
+def _counts(engine: Engine) -> list[tuple[str, int, IndexState | None]]:
+    store = engine.store
+    return [
+        (info.spec.name, info.count, store.index_state(info.spec.name))
+        for info in store.list_collections()
+    ]
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -76,6 +76,24 @@ class CollectionInfo:
 
 
 @dataclass(frozen=True)
+class IndexState:
+    """How far a collection's index has come, for a user who asks why searches slowed
+    or memory grew: items in the index, items searched exactly until the next build,
+    items gone that the index still holds, and the builds."""
+
+    indexed: int
+    tail: int
+    deleted: int
+    building: bool
+    build_started: float | None = None
+    build_added: int = 0
+    build_to_add: int = 0
+    last_build_s: float | None = None
+    last_build_extended: bool | None = None
+    last_build_at: float | None = None
+
+
+@dataclass(frozen=True)
 class StoredFile:
     """The file an item was made from (its image), kept to be shown again."""
 
@@ -223,6 +241,12 @@ class Store:
         """A hint that many writes follow: the store may defer housekeeping to the end
         of the block. Every write is still durable when it returns."""
         return nullcontext()
+
+    def index_state(self, name: str) -> IndexState | None:
+        """The state of ``name``'s index; None where the database keeps it (PostgreSQL
+        indexes each write as it commits)."""
+        self.get_collection(name)  # NotFound for a name that is not there
+        return None
 
     def optimize(self, name: str) -> None:
         """Bring the collection's ANN index up to date now (after a bulk load)."""

@@ -14,14 +14,14 @@ snapshot in a background thread; the others pick it up at their next search.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from spyglass.stores.base import (
     CollectionSpec,
     Hit,
     IndexParams,
+    IndexState,
     Item,
     KeywordQuery,
     Query,
@@ -64,25 +65,6 @@ COLLECTION_COLUMNS = (
 FILTER_CACHE_SIZE = 256
 
 
-@dataclass(frozen=True)
-class Building:
-    """A build running in this process."""
-
-    started: float
-    """Unix time."""
-    base: int | None
-    """The snapshot it extends; None: it indexes the whole collection."""
-
-
-@dataclass(frozen=True)
-class LastBuild:
-    """The last build this process finished."""
-
-    seconds: float
-    extended: bool
-    items: int
-
-
 class EmbeddedStore(Store):
     """A store in one directory, shared safely by several worker processes."""
 
@@ -102,10 +84,6 @@ class EmbeddedStore(Store):
         self.snapshot_tail = snapshot_tail
         self.exact_below = exact_below
         self.compact_ratio = compact_ratio
-        self.building: dict[int, Building] = {}
-        """The builds this process runs now, by collection id."""
-        self.last_build: dict[int, LastBuild] = {}
-        """The last build this process ran, by collection id."""
         self._views: dict[str, View] = {}
         self._sync_lock = threading.Lock()
         # per reader thread: name -> (data_version, view), the view held weakly so that a
@@ -522,7 +500,9 @@ class EmbeddedStore(Store):
                     (cid, base or 0, version),
                 ).fetchone()[0]
             started = time.perf_counter()
-            self.building[cid] = Building(started=time.time(), base=base)
+            progress = BuildFile(directory)
+            progress.begin(extending=base is not None, to_add=adding)
+            pages = self._pages(cid, metric, dim, after=base or 0, upto=version)
             try:
                 size = snapshots.build(
                     directory,
@@ -530,13 +510,14 @@ class EmbeddedStore(Store):
                     metric,
                     params,
                     dim,
-                    self._pages(cid, metric, dim, after=base or 0, upto=version),
+                    progress.counted(pages),
                     base=base,
                     dead=dead,
                     expected=kept + adding,
                 )
-            finally:
-                self.building.pop(cid, None)
+            except BaseException:
+                progress.abandon()
+                raise
             # Reading the rows mapped them into this worker: unmap them (the next reads
             # map again only the pages they touch).
             conn = self.db.reader()
@@ -554,9 +535,7 @@ class EmbeddedStore(Store):
                         "DELETE FROM tombstones WHERE cid = ? AND seq <= ?", (cid, version)
                     )
             snapshots.prune(directory, keep={version, old_seq})
-            self.last_build[cid] = LastBuild(
-                seconds=round(seconds, 3), extended=base is not None, items=size
-            )
+            progress.end(seconds)
             log.info(
                 "%s the index of %s: %d items, %d gone, in %.1f s",
                 "extended" if base is not None else "built",
@@ -571,6 +550,17 @@ class EmbeddedStore(Store):
             return True
         finally:
             lock.release()
+
+    def index_state(self, name: str) -> IndexState:
+        view = self._sync(name)
+        snapshot = view.snapshot
+        build = BuildFile(self._index_dir(view.cid)).read()
+        return IndexState(
+            indexed=(snapshot.size if snapshot is not None else 0) - len(view.dead),
+            tail=view.tail_size,
+            deleted=len(view.dead),
+            **build,
+        )
 
     def _extendable(
         self, conn: sqlite3.Connection, directory: Path, cid: int, old_seq: int, version: int
@@ -634,6 +624,93 @@ class EmbeddedStore(Store):
         for thread in list(self._builders.values()):
             thread.join()
         self.db.close()
+
+
+class BuildFile:
+    """``build.json`` in a collection's index directory: the build running (its
+    process, start, and items added so far) and the last one finished, for every
+    process to report."""
+
+    def __init__(self, directory: Path):
+        self.path = directory / "build.json"
+        self.state: dict[str, Any] = {}
+
+    def begin(self, *, extending: bool, to_add: int) -> None:
+        last = self._load().get("last")
+        self.state = {
+            "running": {
+                "pid": os.getpid(),
+                "started": time.time(),
+                "extending": extending,
+                "added": 0,
+                "to_add": to_add,
+            },
+            "last": last,
+        }
+        self._save()
+
+    def counted(self, pages: Iterable[snapshots.Page]) -> Iterator[snapshots.Page]:
+        """``pages``, with the items added so far written down after each one."""
+        for page in pages:
+            yield page
+            self.state["running"]["added"] += len(page[0])
+            self._save()
+
+    def end(self, seconds: float) -> None:
+        running = self.state["running"]
+        self.state = {
+            "running": None,
+            "last": {
+                "finished": time.time(),
+                "seconds": round(seconds, 3),
+                "extended": running["extending"],
+                "added": running["added"],
+            },
+        }
+        self._save()
+
+    def abandon(self) -> None:
+        """The build failed: none runs, and the last one finished is still the last."""
+        self.state = {"running": None, "last": self.state.get("last")}
+        self._save()
+
+    def read(self) -> dict[str, Any]:
+        """The :class:`~spyglass.stores.base.IndexState` fields about builds."""
+        state = self._load()
+        running, last = state.get("running"), state.get("last")
+        if running is not None and not _alive(running["pid"]):
+            running = None  # killed midway: the next build starts over
+        return {
+            "building": running is not None,
+            "build_started": running["started"] if running else None,
+            "build_added": running["added"] if running else 0,
+            "build_to_add": running["to_add"] if running else 0,
+            "last_build_s": last["seconds"] if last else None,
+            "last_build_extended": last["extended"] if last else None,
+            "last_build_at": last["finished"] if last else None,
+        }
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            loaded: dict[str, Any] = orjson.loads(self.path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return {}
+        return loaded
+
+    def _save(self) -> None:
+        temp = self.path.with_name(f".build.json.{os.getpid()}.tmp")
+        temp.write_bytes(orjson.dumps(self.state))
+        os.replace(temp, self.path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _advance(conn: sqlite3.Connection, view: View, version: int) -> View:

@@ -121,17 +121,27 @@ class Snapshot:
         return np.asarray(storage.reconstruct_batch(positions), dtype=np.float32)
 
     def search(
-        self, queries: np.ndarray, k: int, ef: int, selector: faiss.IDSelector | None
+        self,
+        queries: np.ndarray,
+        k: int,
+        ef: int,
+        selector: faiss.IDSelector | None,
+        kept: dict[int, Any] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """HNSW search; returns (distances, positions) with -1 where nothing was found."""
-        params = self._params.get(max(ef, k)) if selector is None else None
+        """HNSW search; returns (distances, positions) with -1 where nothing was found.
+
+        The search parameters are made once per beam width and kept (read-only once
+        made): here when no ``selector`` is given, in ``kept`` for a ``selector`` that
+        lives as long as ``kept`` does."""
+        kept = self._params if selector is None else kept
+        params = None if kept is None else kept.get(max(ef, k))
         if params is None:
             params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
             params.efSearch = max(ef, k)
-            if selector is None:
-                params = self._params.setdefault(params.efSearch, params)  # read-only once made
-            else:
+            if selector is not None:
                 params.sel = selector
+            if kept is not None:
+                params = kept.setdefault(params.efSearch, params)
         distances, positions = self.index.search(queries, k, params=params)
         return distances, positions
 

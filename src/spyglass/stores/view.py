@@ -76,6 +76,11 @@ class View:
         live = np.setdiff1d(np.arange(self.snapshot.size, dtype=np.int64), self.dead)
         return _bitmap(self.snapshot.size, live)
 
+    @cached_property
+    def _live_params(self) -> dict[int, Any]:
+        """HNSW search parameters with :attr:`_live`, by beam width."""
+        return {}
+
     def records_of(self, found: Found) -> list[Record]:
         """The id, text and payload of each hit of ``found``, in order."""
         positions = found.positions
@@ -216,6 +221,7 @@ class View:
     ) -> list[Found]:
         snapshot = self.snapshot
         assert snapshot is not None
+        kept: dict[int, Any] | None = None
         if allowed is not None:
             positions = np.setdiff1d(snapshot.positions(allowed), self.dead, assume_unique=True)
             if positions.size == 0:
@@ -228,12 +234,12 @@ class View:
             selector: Any = _bitmap(snapshot.size, positions)
             expected = min(k, int(positions.size))
         else:
-            selector = self._live
+            selector, kept = self._live, self._live_params
             expected = min(k, snapshot.size - int(self.dead.size))
         if exact:
             distances, found = snapshot.search_exact(queries, k, selector)
         else:
-            distances, found = snapshot.search(queries, k, ef or self.ef_search, selector)
+            distances, found = snapshot.search(queries, k, ef or self.ef_search, selector, kept)
             # FAISS packs hits first and pads with -1: a row is short if hit `expected` is missing
             short = np.flatnonzero(found[:, expected - 1] < 0) if expected else EMPTY_LABELS
             if short.size:
