@@ -251,6 +251,27 @@ def test_deletes_past_the_compact_ratio_build_the_index_again_without_them(
     store.close()
 
 
+def test_a_compaction_gives_the_deleted_items_disk_space_back(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path, exact_below=0, compact_ratio=0.25)
+    store.create_collection(CollectionSpec(name="c", dim=256))
+    vectors = fill(store, 3000, dim=256)
+    store.optimize("c")
+
+    def disk() -> int:
+        store.db._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return (tmp_path / "spyglass.db").stat().st_size
+
+    before = disk()
+    store.delete_items("c", [f"i{i}" for i in range(2000)])
+    assert disk() == before  # SQLite keeps the pages, free, until the compaction
+    store.optimize("c")
+    assert store.index_state("c").last_build_extended is False
+    assert disk() < 0.5 * before
+    assert store.search("c", [Query(vector=vectors[2500], k=1)])[0][0].id == "i2500"
+    assert store.db._writer.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    store.close()
+
+
 BUILD_AND_DIE = """
 import sys
 from pathlib import Path

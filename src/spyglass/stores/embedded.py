@@ -536,6 +536,8 @@ class EmbeddedStore(Store):
                     )
             snapshots.prune(directory, keep={version, old_seq})
             progress.end(seconds)
+            if base is None:
+                self.db.give_back()  # after a compaction, the deleted rows' pages too
             log.info(
                 "%s the index of %s: %d items, %d gone, in %.1f s",
                 "extended" if base is not None else "built",

@@ -86,6 +86,10 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+VACUUM_STEP_PAGES = 2048
+"""Free pages handed back per write transaction (8 MB at SQLite's 4 KiB pages)."""
+
+
 class Database:
     """A SQLite file with one connection per thread for reads and one shared writer.
 
@@ -111,6 +115,9 @@ class Database:
                 isolation_level=None,
                 check_same_thread=False,
             )
+            # Before anything else: a new file then frees pages (give_back); no effect on
+            # a file that has tables already.
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
@@ -119,6 +126,22 @@ class Database:
         with self._connections_lock:
             self._connections.append(conn)
         return conn
+
+    def give_back(self, step_pages: int = VACUUM_STEP_PAGES) -> int:
+        """Hand the file's free pages back to the file system, ``step_pages`` per write
+        transaction so that writers wait at most one step; returns the pages freed.
+        Only a database made with ``auto_vacuum=INCREMENTAL`` (every one this class
+        made) can shrink; an older file keeps its free pages for its next writes."""
+        freed = 0
+        while True:
+            with self._write_lock:
+                conn = self._writer
+                free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+                if free == 0 or conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+                    return freed
+                # executescript steps the pragma to the end; execute() frees one page
+                conn.executescript(f"PRAGMA incremental_vacuum({step_pages});")
+                freed += free - conn.execute("PRAGMA freelist_count").fetchone()[0]
 
     def _migrate(self) -> None:
         with self.write() as conn:
