@@ -56,9 +56,8 @@ store = EmbeddedStore(Path(sys.argv[1]), snapshot_tail=10**9)
 began = time.perf_counter()
 store.optimize("c")
 seconds = time.perf_counter() - began
-view = store._sync("c")
-build = store.last_build[view.cid]
-print(seconds, int(build.extended), build.items, view.snapshot_seq)
+state = store.index_state("c")
+print(seconds, int(bool(state.last_build_extended)), state.indexed, store._sync("c").snapshot_seq)
 store.close()
 """
 
