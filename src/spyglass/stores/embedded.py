@@ -7,20 +7,20 @@ its old label. Each worker process keeps a :class:`View` per collection and
 brings it up to date at the start of every search (one indexed query when
 nothing changed), so a write acknowledged by any worker is seen by every
 search that starts after it. When the tail of writes newer than the snapshot
-passes ``snapshot_tail`` items, one process (holding a file lock) builds a new
-snapshot in a background thread; the others pick it up at their next search.
+passes ``snapshot_tail`` items, one process (holding a file lock) extends the
+snapshot with them in a background thread (or, past ``compact_ratio`` of items
+gone, builds it again without them); the others pick it up at their next search.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from spyglass.stores.base import (
     Store,
     StoredFile,
 )
+from spyglass.stores.build_file import BuildFile
 from spyglass.stores.sqlite import MMAP_BYTES, Database
 from spyglass.stores.view import Found, TailChunk, View
 
@@ -626,93 +627,6 @@ class EmbeddedStore(Store):
         for thread in list(self._builders.values()):
             thread.join()
         self.db.close()
-
-
-class BuildFile:
-    """``build.json`` in a collection's index directory: the build running (its
-    process, start, and items added so far) and the last one finished, for every
-    process to report."""
-
-    def __init__(self, directory: Path):
-        self.path = directory / "build.json"
-        self.state: dict[str, Any] = {}
-
-    def begin(self, *, extending: bool, to_add: int) -> None:
-        last = self._load().get("last")
-        self.state = {
-            "running": {
-                "pid": os.getpid(),
-                "started": time.time(),
-                "extending": extending,
-                "added": 0,
-                "to_add": to_add,
-            },
-            "last": last,
-        }
-        self._save()
-
-    def counted(self, pages: Iterable[snapshots.Page]) -> Iterator[snapshots.Page]:
-        """``pages``, with the items added so far written down after each one."""
-        for page in pages:
-            yield page
-            self.state["running"]["added"] += len(page[0])
-            self._save()
-
-    def end(self, seconds: float) -> None:
-        running = self.state["running"]
-        self.state = {
-            "running": None,
-            "last": {
-                "finished": time.time(),
-                "seconds": round(seconds, 3),
-                "extended": running["extending"],
-                "added": running["added"],
-            },
-        }
-        self._save()
-
-    def abandon(self) -> None:
-        """The build failed: none runs, and the last one finished is still the last."""
-        self.state = {"running": None, "last": self.state.get("last")}
-        self._save()
-
-    def read(self) -> dict[str, Any]:
-        """The :class:`~spyglass.stores.base.IndexState` fields about builds."""
-        state = self._load()
-        running, last = state.get("running"), state.get("last")
-        if running is not None and not _alive(running["pid"]):
-            running = None  # killed midway: the next build starts over
-        return {
-            "building": running is not None,
-            "build_started": running["started"] if running else None,
-            "build_added": running["added"] if running else 0,
-            "build_to_add": running["to_add"] if running else 0,
-            "last_build_s": last["seconds"] if last else None,
-            "last_build_extended": last["extended"] if last else None,
-            "last_build_at": last["finished"] if last else None,
-        }
-
-    def _load(self) -> dict[str, Any]:
-        try:
-            loaded: dict[str, Any] = orjson.loads(self.path.read_bytes())
-        except (OSError, orjson.JSONDecodeError):
-            return {}
-        return loaded
-
-    def _save(self) -> None:
-        temp = self.path.with_name(f".build.json.{os.getpid()}.tmp")
-        temp.write_bytes(orjson.dumps(self.state))
-        os.replace(temp, self.path)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _advance(conn: sqlite3.Connection, view: View, version: int) -> View:

@@ -73,8 +73,7 @@ class View:
         if not self.dead.size:
             return None
         assert self.snapshot is not None
-        live = np.setdiff1d(np.arange(self.snapshot.size, dtype=np.int64), self.dead)
-        return _bitmap(self.snapshot.size, live)
+        return _bitmap(self.snapshot.size, self.dead, value=False)
 
     @cached_property
     def _live_params(self) -> dict[int, Any]:
@@ -324,9 +323,10 @@ def _keep(chunk: TailChunk, allowed: np.ndarray) -> TailChunk:
     return TailChunk(chunk.labels[keep], chunk.vectors[keep], chunk.records)
 
 
-def _bitmap(size: int, positions: np.ndarray) -> Any:
-    flags = np.zeros(size, dtype=bool)
-    flags[positions] = True
+def _bitmap(size: int, positions: np.ndarray, *, value: bool = True) -> Any:
+    """A FAISS selector of ``positions`` (or, with ``value`` False, of all others)."""
+    flags = np.full(size, not value, dtype=bool)
+    flags[positions] = value
     bits = np.packbits(flags, bitorder="little")
     selector: Any = faiss.IDSelectorBitmap(size, faiss.swig_ptr(bits))
     selector.referenced_objects = [bits]  # the C++ selector reads this buffer; keep it alive
