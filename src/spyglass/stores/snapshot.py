@@ -211,6 +211,7 @@ def build(
     del index
     all_labels = np.concatenate(labels) if labels else NO_POSITIONS
     assert len(all_labels) == size, "labels and index disagree"
+    assert (np.diff(all_labels) > 0).all(), "labels must ascend: positions() searches them"
     for temp, array in ((temps[1], all_labels), (temps[3], np.concatenate(offsets))):
         with open(temp, "wb") as handle:
             np.save(handle, array)
