@@ -318,6 +318,35 @@ class Engine:
             and self._plain.get(name, False)
         )
 
+    def search_plain(self, name: str, request: SearchIn) -> list[Hit] | None:
+        """The hits of one plain vector search by the shortest way; None when
+        ``request`` asks for anything else (:meth:`search` then answers it, errors
+        included). The hottest route, with none of the general path's bookkeeping
+        for batches, modes, encoders and the cache."""
+        if (
+            self.cache is not None
+            or request.vector is None
+            or request.filter is not None
+            or request.exact
+            or request.mode not in (None, "vector")
+            or request.k > self.settings.max_k
+            or request.weights is not None
+            or request.dominant_colors
+            or any(
+                value is not None
+                for value in (request.text, request.image, request.image_url, request.colors)
+            )
+        ):
+            return None
+        check_deadline()
+        info = self.get_collection(name)
+        if info.spec.encoder != "none":
+            return None
+        query = Query(
+            vector=self._vector(info, request.vector, "vector"), k=request.k, ef=request.ef
+        )
+        return self.store.search(name, [query], min_version=request.after_version or 0)[0]
+
     def search(self, name: str, requests: Sequence[SearchIn], field: str = "") -> list[list[Hit]]:
         """Hits per request, best first; ``field`` prefixes error fields (batch searches)."""
         self._check_batch(len(requests), "queries")

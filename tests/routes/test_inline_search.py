@@ -12,6 +12,7 @@ import pytest
 from fastapi import FastAPI
 
 from spyglass.app import create_app
+from spyglass.errors import ProblemError
 from spyglass.middleware import admission
 from spyglass.schema import SearchIn
 from tests.conftest import test_settings as make_settings
@@ -111,3 +112,33 @@ async def test_searches_that_arrive_together_run_back_to_back_for_one_slice(
     # wait at admission (where the lane sees them); within it they run back to back
     assert len(lane.stats.delays) == 8
     assert sum(delay > 0 for delay in lane.stats.delays) == waited
+
+
+async def test_the_short_way_of_a_plain_search_finds_what_the_general_path_finds(
+    tmp_path: Path,
+) -> None:
+    async with serving(tmp_path, cache_max_bytes=0) as (app, client):
+        engine = app.state.engine
+        for query in (
+            SearchIn(vector=[4.1, 1.0, 0.0, 1.0], k=3),
+            SearchIn(vector=[0.0, 1.0, 0.0, 2.0], k=20, ef=64),
+            SearchIn(vector=[9.0, 1.0, 0.0, 0.0], k=1, mode="vector", after_version=1),
+        ):
+            short = engine.search_plain("plain", query)
+            assert short is not None and len(short) == query.k
+            assert short == engine.search("plain", [query])[0]
+        vector = [1.0, 0.0, 0.0, 0.0]
+        for other in (  # each is the general path's to answer, errors included
+            SearchIn(vector=vector, filter={"shop": "a"}),
+            SearchIn(vector=vector, exact=True),
+            SearchIn(vector=vector, mode="keyword"),
+            SearchIn(vector=vector, k=10_000),
+            SearchIn(vector=vector, weights=[1.0]),
+            SearchIn(vector=vector, dominant_colors=2),
+            SearchIn(vector=vector, text="both"),
+            SearchIn(text="no vector"),
+        ):
+            assert engine.search_plain("plain", other) is None
+        with pytest.raises(ProblemError) as wrong:
+            engine.search_plain("plain", SearchIn(vector=[1.0, 2.0]))
+        assert wrong.value.field == "vector"
