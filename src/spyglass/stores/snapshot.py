@@ -191,12 +191,12 @@ def build(
         records = open(temps[2], "wb")  # noqa: SIM115 - closed below, after every page
     else:
         old = file_names(base)
-        index = faiss.read_index(str(directory / old[0]))  # in memory: it grows
+        index = faiss.read_index(str(directory / old[0]), faiss.IO_FLAG_MMAP_IFC)
         labels.append(np.load(directory / old[1]))
         offsets = [np.load(directory / old[3])]
         shutil.copyfile(directory / old[2], temps[2])
         records = open(temps[2], "ab")  # noqa: SIM115
-    _reserve(index, expected)
+    _room(index, expected)
     with records:
         for page_labels, vectors, page_records in pages:
             if not len(page_labels):
@@ -230,23 +230,32 @@ def build(
     return size
 
 
-def _reserve(index: Any, items: int) -> None:
-    """Give ``index``'s two big arrays (vectors, graph links) room for ``items`` at once:
-    grown an add at a time, each would be copied into one twice its size, so that
-    building would briefly need up to three times the index's memory."""
-    if items <= index.ntotal:
-        return
+def _room(index: Any, items: int) -> None:
+    """Give ``index``'s two big arrays (vectors, graph links) room for ``items``, once.
+
+    Grown an add at a time, each would be copied into one twice its size, so that
+    a build would briefly need two to three times the index's memory. Here each is
+    allocated at its final size and the items already there copied in: from the
+    previous snapshot's file, which ``index`` maps rather than holds, so memory is
+    the new index and no more."""
     storage: Any = faiss.downcast_index(index.storage)
-    links = index.hnsw.neighbors
     level0 = index.hnsw.nb_neighbors(0)
-    for array, size in (
-        (storage.codes, items * storage.code_size),
-        (links, int(items * level0 * 1.1)),  # level 0, plus ~1/M of the nodes higher up
+    for array, make, wanted in (
+        (storage.codes, faiss.UInt8Vector, items * storage.code_size),
+        # level 0 for every item, plus ~1/M of them a level higher, and so on
+        (index.hnsw.neighbors, faiss.Int32Vector, int(items * level0 * 1.1)),
     ):
         now = array.size()
-        if size > now:
-            array.resize(size)  # std::vector: shrinking again keeps the capacity
-            array.resize(now)
+        if array.is_owned and wanted <= now:
+            continue
+        grown = make()
+        grown.resize(max(wanted, now))
+        if now:
+            faiss.rev_swig_ptr(grown.data(), now)[:] = faiss.rev_swig_ptr(array.data(), now)
+        grown.resize(now)  # std::vector: shrinking keeps the capacity
+        array.owned_data.swap(grown)
+        array.is_owned = True
+        array.resize(now)  # points the vector at what it now owns
 
 
 def prune(directory: Path, keep: set[int]) -> None:
