@@ -44,6 +44,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from spyglass.errors import ConfigError
+from spyglass.processes import alive
 from spyglass.stores.base import IndexState
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -356,18 +357,8 @@ def reap_dead_workers(path: Path) -> None:
         if not pid_text.isdigit():
             continue
         pid = int(pid_text)
-        if not _alive(pid):
+        if not alive(pid):
             multiprocess.mark_process_dead(pid, str(path))  # type: ignore[no-untyped-call]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from spyglass.processes import alive
 from spyglass.stores.snapshot import Page
 
 
@@ -72,7 +73,7 @@ class BuildFile:
         """The :class:`~spyglass.stores.base.IndexState` fields about builds."""
         state = self._load()
         running, last = state.get("running"), state.get("last")
-        if running is not None and not _alive(running["pid"]):
+        if running is not None and not alive(running["pid"]):
             running = None  # killed midway: the next build starts over
         return {
             "building": running is not None,
@@ -95,13 +96,3 @@ class BuildFile:
         temp = self.path.with_name(f".build.json.{os.getpid()}.tmp")
         temp.write_bytes(orjson.dumps(self.state))
         os.replace(temp, self.path)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
