@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from spyglass.stores.base import IndexParams
+from spyglass.stores.base import IndexParams, Quantization
 
 
 class Body(BaseModel):
@@ -27,6 +27,25 @@ class IndexIn(Body):
         le=10000,
         description="Default search beam width: 48 gives recall@10 >= 0.95 on sentence"
         " embeddings (measured 0.964-0.976, docs/benchmarks.md); raise it for more.",
+    )
+    quantization: Quantization = Field(
+        _INDEX.quantization,
+        description='How the index stores vectors: "none" (float32), "half" (float16, 2x'
+        ' smaller), "sq8" (1 byte per dimension, 4x; embedded store), "pq" (1 byte per 8'
+        ' dimensions, 32x at 384-d; embedded store), "binary" (1 bit per dimension, 32x;'
+        " PostgreSQL store). The exact vectors stay on disk for re-scoring.",
+    )
+    rescore: bool = Field(
+        _INDEX.rescore,
+        description="Re-score a quantized index's candidates with the exact vectors, so"
+        " that scores are exact and recall comes back.",
+    )
+    oversample: float | None = Field(
+        None,
+        ge=1.0,
+        le=100.0,
+        description="Candidates per result re-scored (with rescore, on a quantized index);"
+        " omitted: 2 for half, 3 for sq8, 8 for pq, 16 for binary.",
     )
 
 

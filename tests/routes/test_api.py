@@ -14,7 +14,14 @@ async def test_collection_lifecycle(client: httpx.AsyncClient) -> None:
     body = r.json()
     assert body["name"] == "docs" and body["dim"] == 4 and body["metric"] == "l2"
     assert body["encoder"] == "none" and body["count"] == 0
-    assert body["index"] == {"m": 16, "ef_construction": 200, "ef_search": 48}
+    assert body["index"] == {
+        "m": 16,
+        "ef_construction": 200,
+        "ef_search": 48,
+        "quantization": "none",
+        "rescore": True,
+        "oversample": 1.0,
+    }
 
     again = await client.put("/collections/docs", json={"dim": 4, "metric": "l2"})
     assert again.status_code == 200
@@ -24,6 +31,27 @@ async def test_collection_lifecycle(client: httpx.AsyncClient) -> None:
 
     assert (await client.delete("/collections/docs")).status_code == 204
     assert (await client.get("/collections/docs")).status_code == 404
+
+
+async def test_quantization_is_chosen_per_collection_and_refused_where_missing(
+    client: httpx.AsyncClient,
+) -> None:
+    r = await client.put("/collections/small", json={"dim": 8, "index": {"quantization": "sq8"}})
+    assert r.status_code == 201
+    assert r.json()["index"]["quantization"] == "sq8" and r.json()["index"]["oversample"] == 3.0
+    r = await client.put(
+        "/collections/tiny", json={"dim": 8, "index": {"quantization": "pq", "oversample": 5}}
+    )
+    assert r.json()["index"]["oversample"] == 5.0
+    await upsert_vectors(client, "small", {"a": [1.0] * 8, "b": [1.0, -1.0] * 4})
+    hits = (await client.post("/collections/small/search", json={"vector": [1.0] * 8})).json()
+    assert hits["hits"][0]["id"] == "a"
+
+    r = await client.put("/collections/bits", json={"dim": 8, "index": {"quantization": "binary"}})
+    body = problem(r, 422, "index.quantization")
+    assert "binary" in body["detail"] and "sq8" in body["detail"]
+    r = await client.put("/collections/odd", json={"dim": 8, "index": {"quantization": "int4"}})
+    problem(r, 422, "index.quantization")
 
 
 async def test_version_changes_on_every_write(client: httpx.AsyncClient) -> None:

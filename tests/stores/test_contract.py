@@ -19,6 +19,7 @@ from spyglass.stores.base import (
     Store,
     StoredFile,
 )
+from tests.conftest import SHARED_DATA
 from tests.stores.backends import STORE_KINDS, open_test_store
 
 
@@ -449,3 +450,40 @@ def test_index_state_accounts_for_every_live_item(store: Store) -> None:
         assert state.last_build_s is not None  # optimize() built it
     with pytest.raises(NotFound):
         store.index_state("nope")
+
+
+FASHION = SHARED_DATA / "ann_fashion_mnist900"
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_quantized_collections_keep_recall_and_score_exactly(store: Store, metric: str) -> None:
+    """Every quantization a store offers finds >= 0.95 of the true top 10 of real data
+    (Fashion-MNIST) at the default settings, with scores of the exact vectors."""
+    base = np.load(FASHION / "base.npy").astype(np.float32)
+    queries = np.load(FASHION / "query.npy").astype(np.float32)
+    truth = "angular" if metric == "cosine" else "euclidean"
+    expected = np.load(FASHION / f"gt_{truth}_neighbors.npy")[:, :10]
+    assert "none" in store.quantizations and len(store.quantizations) >= 3
+    for quantization in store.quantizations:
+        name = f"q-{quantization}"
+        store.create_collection(
+            CollectionSpec(
+                name=name,
+                dim=base.shape[1],
+                metric=metric,  # type: ignore[arg-type]
+                index=IndexParams(quantization=quantization),  # type: ignore[arg-type]
+            )
+        )
+        store.upsert(name, [Item(id=str(i), vector=v) for i, v in enumerate(base)])
+        store.optimize(name)
+        info = store.get_collection(name)
+        assert info.spec.index.quantization == quantization
+        results = store.search(name, [Query(vector=q, k=10) for q in queries])
+        found = sum(
+            len({int(h.id) for h in hits} & set(row.tolist()))
+            for hits, row in zip(results, expected, strict=True)
+        )
+        assert found / expected.size >= 0.95, quantization
+        for query, hits in zip(queries[:20], results[:20], strict=True):
+            exact = brute_force(base[[int(h.id) for h in hits]], query, metric)
+            np.testing.assert_allclose([h.score for h in hits], exact, rtol=1e-4, atol=1e-3)

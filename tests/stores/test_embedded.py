@@ -12,9 +12,10 @@ import weakref
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from spyglass.keywords import query_terms
-from spyglass.stores.base import CollectionSpec, Item, KeywordQuery, Query
+from spyglass.stores.base import CollectionSpec, IndexParams, Item, KeywordQuery, Query
 from spyglass.stores.embedded import EmbeddedStore
 
 
@@ -187,10 +188,14 @@ def test_collections_made_before_keyword_search_gain_it(tmp_path: Path) -> None:
         store.close()
 
 
-def replay(store: EmbeddedStore, vectors: np.ndarray, *, build_between: bool) -> None:
+def replay(
+    store: EmbeddedStore, vectors: np.ndarray, *, build_between: bool, quantization: str = "none"
+) -> None:
     """The same writes into ``store``: 600 items, then 300 new, 50 replaced and 50
     deleted; built after the first batch too if ``build_between``."""
-    store.create_collection(CollectionSpec(name="c", dim=vectors.shape[1]))
+    # a quantized index re-scores every item it finds: a walk past the size misses none
+    index = IndexParams(quantization=quantization, oversample=100)  # type: ignore[arg-type]
+    store.create_collection(CollectionSpec(name="c", dim=vectors.shape[1], index=index))
     store.upsert("c", [Item(id=f"i{i}", vector=v) for i, v in enumerate(vectors[:600])])
     if build_between:
         store.optimize("c")
@@ -200,12 +205,15 @@ def replay(store: EmbeddedStore, vectors: np.ndarray, *, build_between: bool) ->
     store.optimize("c")
 
 
-def test_a_build_extends_the_snapshot_and_finds_what_a_full_build_finds(tmp_path: Path) -> None:
+@pytest.mark.parametrize("quantization", ["none", "sq8", "pq"])
+def test_a_build_extends_the_snapshot_and_finds_what_a_full_build_finds(
+    tmp_path: Path, quantization: str
+) -> None:
     vectors = np.random.default_rng(5).normal(size=(950, 16)).astype(np.float32)
     extended = EmbeddedStore(tmp_path / "extended", exact_below=0)
     full = EmbeddedStore(tmp_path / "full", exact_below=0)
-    replay(extended, vectors, build_between=True)
-    replay(full, vectors, build_between=False)
+    replay(extended, vectors, build_between=True, quantization=quantization)
+    replay(full, vectors, build_between=False, quantization=quantization)
     assert extended.index_state("c").last_build_extended is True
     assert full.index_state("c").last_build_extended is False
     state = extended.index_state("c")

@@ -24,11 +24,7 @@ def collection_out(info: CollectionInfo, state: IndexState | None = None) -> Col
         dim=spec.dim,
         metric=spec.metric,
         encoder=spec.encoder,
-        index=IndexIn(
-            m=spec.index.m,
-            ef_construction=spec.index.ef_construction,
-            ef_search=spec.index.ef_search,
-        ),
+        index=IndexIn(**dataclasses.asdict(spec.index)),
         options=spec.options,
         count=info.count,
         version=info.version,

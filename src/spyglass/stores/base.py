@@ -41,15 +41,35 @@ from spyglass.filters import Filter
 
 Metric = Literal["cosine", "ip", "l2"]
 METRICS: tuple[str, ...] = ("cosine", "ip", "l2")
+Quantization = Literal["none", "half", "sq8", "pq", "binary"]
+QUANTIZATIONS: tuple[str, ...] = ("none", "half", "sq8", "pq", "binary")
 
 
 @dataclass(frozen=True)
 class IndexParams:
-    """HNSW parameters: graph degree, build-time and default search-time beam width."""
+    """HNSW parameters (graph degree, build-time and default search-time beam width) and
+    how the index stores vectors.
+
+    ``quantization`` other than ``none`` keeps a smaller code of each vector in the
+    index; the exact vectors stay on disk, and with ``rescore`` the best
+    ``oversample`` x k candidates are scored again with them, so scores are exact
+    and recall comes back to within a little of the unquantized index's."""
 
     m: int = 16
     ef_construction: int = 200
     ef_search: int = 48
+    quantization: Quantization = "none"
+    rescore: bool = True
+    oversample: float = 0.0
+    """0: the quantization's own (:data:`OVERSAMPLE`)."""
+
+    def __post_init__(self) -> None:
+        if not self.oversample:
+            object.__setattr__(self, "oversample", OVERSAMPLE[self.quantization])
+
+
+OVERSAMPLE: dict[str, float] = {"none": 1.0, "half": 2.0, "sq8": 3.0, "pq": 8.0, "binary": 16.0}
+"""Candidates per result re-scored by default: what recall@10 >= 0.95 took (docs/benchmarks.md)."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +180,9 @@ class Store:
     local: bool = False
     """Its searches read only this process's memory and local files (no network, no
     lock another process holds for long), so a short one may run on the event loop."""
+
+    quantizations: tuple[str, ...] = ("none",)
+    """The ``index.quantization`` values it can build; ``create_collection`` refuses others."""
 
     def create_collection(self, spec: CollectionSpec) -> tuple[CollectionInfo, bool]:
         """Create the collection; return its info and whether it was new.

@@ -61,7 +61,7 @@ BUILD_PAGE = 16_384
 LAST_LABEL = 2**63 - 1
 COLLECTION_COLUMNS = (
     "cid, name, dim, metric, encoder, m, ef_construction, ef_search, created_at, version, count,"
-    " snapshot_seq, snapshot_gen, options"
+    " snapshot_seq, snapshot_gen, options, quantization, rescore, oversample"
 )
 FILTER_CACHE_SIZE = 256
 
@@ -70,6 +70,7 @@ class EmbeddedStore(Store):
     """A store in one directory, shared safely by several worker processes."""
 
     local = True
+    quantizations = ("none", "half", "sq8", "pq")
 
     def __init__(
         self,
@@ -132,7 +133,8 @@ class EmbeddedStore(Store):
             seq = _next_seq(conn)
             conn.execute(
                 "INSERT INTO collections (name, dim, metric, encoder, m, ef_construction,"
-                " ef_search, created_at, version, options) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " ef_search, created_at, version, options, quantization, rescore, oversample)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     spec.name,
                     spec.dim,
@@ -144,6 +146,9 @@ class EmbeddedStore(Store):
                     time.time(),
                     seq,
                     orjson.dumps(spec.options).decode(),
+                    spec.index.quantization,
+                    spec.index.rescore,
+                    spec.index.oversample,
                 ),
             )
             row = _collection_row(conn, spec.name)
@@ -431,6 +436,7 @@ class EmbeddedStore(Store):
             dim=dim,
             metric=metric,
             ef_search=row[7],
+            oversample=row[16] if row[15] else 0.0,
             snapshot=snap,
             dead=snap.dead if snap is not None else snapshots.NO_POSITIONS,
             tail=(),
@@ -491,11 +497,11 @@ class EmbeddedStore(Store):
                 if row[0] != cid:
                     return False
                 version, old_seq, metric, dim = row[9], row[11], row[3], row[2]
-                names = snapshots.file_names(version)
-                if old_seq == version and all((directory / n).exists() for n in names):
+                params = _params(row)
+                if old_seq == version and _complete(directory, version, params):
                     return True
-                params = IndexParams(m=row[5], ef_construction=row[6], ef_search=row[7])
                 base, dead, kept = self._extendable(conn, directory, cid, old_seq, version)
+                base = base if base is None or _complete(directory, base, params) else None
                 adding = conn.execute(
                     "SELECT count(*) FROM items WHERE cid = ? AND seq > ? AND seq <= ?",
                     (cid, base or 0, version),
@@ -515,6 +521,7 @@ class EmbeddedStore(Store):
                     base=base,
                     dead=dead,
                     expected=kept + adding,
+                    train=lambda: self._sample(cid, metric, dim, version, snapshots.TRAIN_SIZE),
                 )
             except BaseException:
                 progress.abandon()
@@ -588,6 +595,31 @@ class EmbeddedStore(Store):
             return scratch
         return old_seq, dead, old.size
 
+    def _sample(self, cid: int, metric: str, dim: int, upto: int, size: int) -> np.ndarray:
+        """Up to ``size`` vectors of the collection as of change ``upto``, drawn at random,
+        for a quantizer to learn from (the first items alone may all be alike)."""
+        with self.db.read() as conn:
+            labels = np.fromiter(
+                (
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT label FROM items INDEXED BY items_by_seq"
+                        " WHERE cid = ? AND seq <= ?",
+                        (cid, upto),
+                    )
+                ),
+                dtype=np.int64,
+            )
+            if len(labels) > size:
+                labels = np.random.default_rng(upto).choice(labels, size, replace=False)
+            rows: list[Any] = []
+            for start in range(0, len(labels), 500):
+                part = labels[start : start + 500].tolist()
+                rows += conn.execute(
+                    f"SELECT vector FROM items WHERE label IN ({','.join('?' * len(part))})", part
+                ).fetchall()
+        return _prepare(metric, _decode(rows, dim))
+
     def _pages(
         self, cid: int, metric: str, dim: int, *, after: int, upto: int
     ) -> Iterator[snapshots.Page]:
@@ -627,6 +659,14 @@ class EmbeddedStore(Store):
         for thread in list(self._builders.values()):
             thread.join()
         self.db.close()
+
+
+def _complete(directory: Path, seq: int, params: IndexParams) -> bool:
+    """Whether every file of snapshot ``seq`` is there."""
+    names = [*snapshots.file_names(seq)]
+    if params.quantization != "none":
+        names.append(snapshots.vectors_name(seq))
+    return all((directory / name).exists() for name in names)
 
 
 def _advance(conn: sqlite3.Connection, view: View, version: int) -> View:
@@ -717,13 +757,24 @@ def _require(conn: sqlite3.Connection, name: str) -> tuple[Any, ...]:
     return row
 
 
+def _params(row: tuple[Any, ...]) -> IndexParams:
+    return IndexParams(
+        m=row[5],
+        ef_construction=row[6],
+        ef_search=row[7],
+        quantization=row[14],
+        rescore=bool(row[15]),
+        oversample=row[16],
+    )
+
+
 def _info(row: tuple[Any, ...]) -> CollectionInfo:
     spec = CollectionSpec(
         name=row[1],
         dim=row[2],
         metric=row[3],
         encoder=row[4],
-        index=IndexParams(m=row[5], ef_construction=row[6], ef_search=row[7]),
+        index=_params(row),
         options=orjson.loads(row[13]),
     )
     return CollectionInfo(spec=spec, count=row[10], version=row[9], created_at=row[8])

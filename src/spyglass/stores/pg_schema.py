@@ -82,6 +82,13 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (cid, id)
     );
     """,
+    # how the index stores vectors (quantization) and re-ranks its candidates
+    """
+    ALTER TABLE spyglass_collections
+        ADD COLUMN IF NOT EXISTS quantization text NOT NULL DEFAULT 'none',
+        ADD COLUMN IF NOT EXISTS rescore boolean NOT NULL DEFAULT true,
+        ADD COLUMN IF NOT EXISTS oversample double precision NOT NULL DEFAULT 1.0;
+    """,
 )
 
 

@@ -6,6 +6,9 @@ own table ``spyglass_items_<cid>``, whose ``vector(dim)`` column carries an HNSW
 index with the collection's ``m`` and ``ef_construction`` and whose JSONB
 payload has a GIN index for filters. Vectors above 2,000 dimensions (pgvector's
 limit for indexing ``vector``) are indexed at half precision and scored in full.
+A quantized collection's index holds ``halfvec`` (``half``) or
+``binary_quantize`` bits (``binary``); its walk finds ``oversample`` x k
+candidates and the full vectors rank them.
 
 Versions come from one sequence, so they grow and are never reused. Writes lock
 the collection's row, which keeps the count exact when writers race. Reads run
@@ -16,6 +19,7 @@ has not replayed the version a search asks for, hands the read to the primary.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -58,7 +62,7 @@ log = logging.getLogger(__name__)
 
 COLUMNS = (
     "cid, name, dim, metric, encoder, m, ef_construction, ef_search, options, created_at,"
-    " version, count, indexed"
+    " version, count, indexed, quantization, rescore, oversample"
 )
 DISTANCE = {"cosine": "<=>", "ip": "<#>", "l2": "<->"}
 HALFVEC_ABOVE = 2000
@@ -100,10 +104,15 @@ class Layout(NamedTuple):
     ef_search: int
     items: int
     indexed: bool
+    quantization: str
+    oversample: float
+    """Candidates per result the index walk finds for the full vectors to rank (0: k)."""
 
 
 class PostgresStore(Store):
     """Collections in PostgreSQL with pgvector, shared by every instance that opens the URL."""
+
+    quantizations = ("none", "half", "binary")
 
     def __init__(
         self,
@@ -151,8 +160,9 @@ class PostgresStore(Store):
         with self.pools.write() as conn:
             row = conn.execute(
                 "INSERT INTO spyglass_collections (name, dim, metric, encoder, m,"
-                " ef_construction, ef_search, options, created_at, version)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, nextval('spyglass_seq'))"
+                " ef_construction, ef_search, options, created_at, quantization, rescore,"
+                " oversample, version) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+                " nextval('spyglass_seq'))"
                 f" ON CONFLICT (name) DO NOTHING RETURNING {COLUMNS}",
                 (
                     spec.name,
@@ -164,6 +174,9 @@ class PostgresStore(Store):
                     spec.index.ef_search,
                     Jsonb(spec.options),
                     time.time(),
+                    spec.index.quantization,
+                    spec.index.rescore,
+                    spec.index.oversample,
                 ),
             ).fetchone()
             if row is None:
@@ -432,7 +445,9 @@ class PostgresStore(Store):
     def _layout(self, conn: Connection, name: str, server: Server) -> Layout:
         """What searching ``name`` needs to know before it starts (cached per name)."""
         row = _require(conn, name, server)
-        layout = Layout(name, row[0], row[2], row[3], row[7], row[11], row[12])
+        layout = Layout(
+            name, row[0], row[2], row[3], row[7], row[11], row[12], row[13], row[15] * row[14]
+        )
         self._layouts[name] = layout
         return layout
 
@@ -455,7 +470,12 @@ class PostgresStore(Store):
                     exact = self._exact(layout, query)
                     settings = (
                         "off" if exact else "on",
-                        str(min(MAX_EF_SEARCH, max(query.ef or layout.ef_search, query.k))),
+                        str(
+                            min(
+                                MAX_EF_SEARCH,
+                                max(query.ef or layout.ef_search, _candidates(layout, query)),
+                            )
+                        ),
                     )
                     if state is None:  # the first query's settings ride on the state row
                         state = conn.execute(STATE_AND_SETTINGS, (*settings, layout.name))
@@ -477,13 +497,13 @@ class PostgresStore(Store):
         once per collection."""
         if query.filter is not None:
             where, params = filters.to_postgres(query.filter, "payload")
-            return _search_sql(layout, query, exact, where), _params(query, params)
+            return _search_sql(layout, query, exact, where), _params(layout, query, params)
         key = (layout.cid, query.vectors, exact)
         text = self._statements.get(key)
         if text is None:
             text = _search_sql(layout, query, exact, "TRUE").as_string(conn)
             self._statements[key] = text
-        return text, _params(query)
+        return text, _params(layout, query)
 
     # bulk loads and the index
 
@@ -545,23 +565,28 @@ def open_connection(url: str, timeout_s: float = 5.0) -> Connection:
 def _search_sql(layout: Layout, query: Query, exact: bool, where: str) -> sql.Composed:
     """The statement of one k-NN query; ``where`` is its compiled filter (or ``TRUE``).
 
-    The inner query walks the index (or scans, when exact) for the ``k`` best; with
-    iterative scans their order is only nearly right, so the outer one sorts them,
-    equal distances by id.
-    Above 2,000 dimensions the walk uses the half-precision index and the score the
-    full vector; an exact search ranks by the full vector throughout.
+    The inner query walks the index (or scans, when exact) for the best candidates
+    (``k``, or ``oversample`` x k for a quantized index); with iterative scans their
+    order is only nearly right, so the outer one ranks them by the full vectors,
+    equal distances by id, and keeps ``k``.
+    A walk of a half-precision index (``half``, or above 2,000 dimensions) ranks by
+    ``halfvec``, of a ``binary`` one by the Hamming distance of the sign bits; an
+    exact search ranks by the full vector throughout.
     """
     op = sql.SQL(DISTANCE[layout.metric])
-    if layout.dim > HALFVEC_ABOVE and not exact:
-        rank = sql.SQL("embedding::halfvec({d}) {op} %s::halfvec({d})").format(
-            d=sql.Literal(layout.dim), op=op
-        )
+    d = sql.Literal(layout.dim)
+    if exact:
+        rank = sql.SQL("embedding {op} %s").format(op=op)
+    elif layout.quantization == "binary":
+        rank = sql.SQL("binary_quantize(embedding)::bit({d}) <~> binary_quantize(%s)").format(d=d)
+    elif layout.quantization == "half" or layout.dim > HALFVEC_ABOVE:
+        rank = sql.SQL("embedding::halfvec({d}) {op} %s::halfvec({d})").format(d=d, op=op)
     else:
         rank = sql.SQL("embedding {op} %s").format(op=op)
     statement = sql.SQL(
         "WITH found AS MATERIALIZED (SELECT id, text, payload, embedding {op} %s AS distance"
         "{vec} FROM {t} WHERE {where} ORDER BY {rank}{ties} LIMIT %s)"
-        " SELECT * FROM found ORDER BY distance, id"
+        " SELECT * FROM found ORDER BY distance, id LIMIT %s"
     ).format(
         op=op,
         vec=sql.SQL(", embedding" if query.vectors else ""),
@@ -575,10 +600,19 @@ def _search_sql(layout: Layout, query: Query, exact: bool, where: str) -> sql.Co
     return statement
 
 
-def _params(query: Query, filter_params: Sequence[object] = ()) -> tuple[Any, ...]:
+def _candidates(layout: Layout, query: Query) -> int:
+    """How many rows the index walk of ``query`` finds for the outer query to rank."""
+    if query.exact or layout.quantization == "none" or layout.oversample <= 0:
+        return query.k
+    return max(query.k, math.ceil(query.k * layout.oversample))
+
+
+def _params(
+    layout: Layout, query: Query, filter_params: Sequence[object] = ()
+) -> tuple[Any, ...]:
     """The parameters of ``_search_sql``'s statement, in placeholder order."""
     vector = np.ascontiguousarray(query.vector, dtype=np.float32)
-    return (vector, *filter_params, vector, query.k)
+    return (vector, *filter_params, vector, _candidates(layout, query), query.k)
 
 
 def _hits(metric: str, query: Query, rows: list[tuple[Any, ...]]) -> list[Hit]:
@@ -598,7 +632,7 @@ def _missing(name: str, server: Server | None) -> NoReturn:
 def _check_index(spec: CollectionSpec) -> None:
     """Refuse, by field, settings pgvector's HNSW cannot build (the embedded store can)."""
     m, ef = spec.index.m, spec.index.ef_construction
-    if spec.dim > MAX_INDEXED_DIM:
+    if spec.dim > MAX_INDEXED_DIM and spec.index.quantization != "binary":
         raise InvalidRequest(
             f"dim is {spec.dim}; the PostgreSQL store indexes at most {MAX_INDEXED_DIM}"
             " dimensions (pgvector halfvec)",
@@ -633,12 +667,17 @@ def _hnsw_name(cid: int) -> sql.Identifier:
 
 
 def _hnsw_ddl(cid: int, spec: CollectionSpec) -> sql.Composed:
-    kind = "halfvec" if spec.dim > HALFVEC_ABOVE else "vector"
-    column = (
-        sql.SQL("(embedding::halfvec({d}))").format(d=sql.Literal(spec.dim))
-        if kind == "halfvec"
-        else sql.SQL("embedding")
-    )
+    d = sql.Literal(spec.dim)
+    column: sql.Composable
+    if spec.index.quantization == "binary":
+        column = sql.SQL("(binary_quantize(embedding)::bit({d}))").format(d=d)
+        ops = sql.SQL("bit_hamming_ops")
+    elif spec.index.quantization == "half" or spec.dim > HALFVEC_ABOVE:
+        column = sql.SQL("(embedding::halfvec({d}))").format(d=d)
+        ops = sql.SQL(f"halfvec_{spec.metric}_ops")
+    else:
+        column = sql.SQL("embedding")
+        ops = sql.SQL(f"vector_{spec.metric}_ops")
     return sql.SQL(
         "CREATE INDEX IF NOT EXISTS {i} ON {t} USING hnsw ({c} {ops})"
         " WITH (m = {m}, ef_construction = {ef})"
@@ -646,7 +685,7 @@ def _hnsw_ddl(cid: int, spec: CollectionSpec) -> sql.Composed:
         i=_hnsw_name(cid),
         t=_table(cid),
         c=column,
-        ops=sql.SQL(f"{kind}_{spec.metric}_ops"),
+        ops=ops,
         m=sql.Literal(spec.index.m),
         ef=sql.Literal(spec.index.ef_construction),
     )
@@ -764,7 +803,14 @@ def _info(row: tuple[Any, ...]) -> CollectionInfo:
         dim=row[2],
         metric=row[3],
         encoder=row[4],
-        index=IndexParams(m=row[5], ef_construction=row[6], ef_search=row[7]),
+        index=IndexParams(
+            m=row[5],
+            ef_construction=row[6],
+            ef_search=row[7],
+            quantization=row[13],
+            rescore=row[14],
+            oversample=row[15],
+        ),
         options=row[8] if isinstance(row[8], dict) else orjson.loads(row[8]),
     )
     return CollectionInfo(spec=spec, count=int(row[11]), version=int(row[10]), created_at=row[9])

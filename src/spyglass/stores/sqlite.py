@@ -83,6 +83,12 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (cid, id)
     );
     """,
+    # how the index stores vectors (quantization) and re-scores its candidates
+    """
+    ALTER TABLE collections ADD COLUMN quantization TEXT NOT NULL DEFAULT 'none';
+    ALTER TABLE collections ADD COLUMN rescore INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE collections ADD COLUMN oversample REAL NOT NULL DEFAULT 1.0;
+    """,
 )
 
 

@@ -49,6 +49,8 @@ class View:
     dim: int
     metric: str
     ef_search: int
+    oversample: float
+    """Candidates per hit re-scored with exact vectors (a quantized snapshot; 0: none)."""
     snapshot: Snapshot | None
     dead: np.ndarray
     tail: tuple[TailChunk, ...]
@@ -79,6 +81,22 @@ class View:
     def _live_params(self) -> dict[int, Any]:
         """HNSW search parameters with :attr:`_live`, by beam width."""
         return {}
+
+    def _flags(self, allowed: np.ndarray | None) -> np.ndarray | None:
+        """Which snapshot positions a search may return, as flags, for a brute-force
+        search over a quantized snapshot's exact vectors (None: all, or not needed)."""
+        snapshot = self.snapshot
+        if snapshot is None or snapshot.floats is None:
+            return None
+        if allowed is None and not self.dead.size:
+            return None
+        flags = np.zeros(snapshot.size, dtype=bool)
+        if allowed is None:
+            flags[:] = True
+        else:
+            flags[snapshot.positions(allowed)] = True
+        flags[self.dead] = False
+        return flags
 
     def records_of(self, found: Found) -> list[Record]:
         """The id, text and payload of each hit of ``found``, in order."""
@@ -236,13 +254,15 @@ class View:
             selector, kept = self._live, self._live_params
             expected = min(k, snapshot.size - int(self.dead.size))
         if exact:
-            distances, found = snapshot.search_exact(queries, k, selector)
+            distances, found = snapshot.search_exact(queries, k, selector, self._flags(allowed))
         else:
-            distances, found = snapshot.search(queries, k, ef or self.ef_search, selector, kept)
+            distances, found = snapshot.search(
+                queries, k, ef or self.ef_search, selector, kept, self.oversample
+            )
             # FAISS packs hits first and pads with -1: a row is short if hit `expected` is missing
             short = np.flatnonzero(found[:, expected - 1] < 0) if expected else EMPTY_LABELS
             if short.size:
-                d2, f2 = snapshot.search_exact(queries[short], k, selector)
+                d2, f2 = snapshot.search_exact(queries[short], k, selector, self._flags(allowed))
                 distances[short], found[short] = d2, f2
         results = []
         for row_d, row_p in zip(distances, found, strict=True):
