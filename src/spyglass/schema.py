@@ -35,6 +35,14 @@ class IndexIn(Body):
         ' dimensions, 32x at 384-d; embedded store), "binary" (1 bit per dimension, 32x;'
         " PostgreSQL store). The exact vectors stay on disk for re-scoring.",
     )
+    recall_target: float = Field(
+        _INDEX.recall_target,
+        ge=0.0,
+        le=1.0,
+        description="Each index build raises the default beam width past ef_search until"
+        " a sample of the collection's own vectors finds this share of their 10 nearest"
+        " (embedded store; 0: never raised). A query's own ef still wins.",
+    )
     rescore: bool = Field(
         _INDEX.rescore,
         description="Re-score a quantized index's candidates with the exact vectors, so"
@@ -106,6 +114,16 @@ class IndexStateOut(BaseModel):
         None, description="Whether it extended the snapshot (false: built it from scratch)."
     )
     last_build_at: float | None = Field(None, description="When it finished (Unix time).")
+    ef_search: int | None = Field(
+        None,
+        description="The beam width searches use when they name none: the collection's"
+        " ef_search, raised by the last build until its recall estimate met recall_target.",
+    )
+    recall_estimate: float | None = Field(
+        None,
+        description="Recall@10 the last build measured at that beam width, on 200 of its"
+        " own vectors asked as queries.",
+    )
 
 
 class CollectionList(BaseModel):

@@ -19,6 +19,7 @@ async def test_collection_lifecycle(client: httpx.AsyncClient) -> None:
         "ef_construction": 200,
         "ef_search": 48,
         "quantization": "none",
+        "recall_target": 0.95,
         "rescore": True,
         "oversample": 1.0,
     }

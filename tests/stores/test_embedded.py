@@ -235,6 +235,28 @@ def test_a_build_extends_the_snapshot_and_finds_what_a_full_build_finds(
     full.close()
 
 
+def test_each_build_raises_the_beam_width_until_the_recall_target_is_met(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path, exact_below=0)
+    vectors = np.random.default_rng(8).normal(size=(3000, 32)).astype(np.float32)
+    for name, target in (("tuned", 0.97), ("fixed", 0.0)):
+        index = IndexParams(m=4, ef_construction=16, ef_search=8, recall_target=target)
+        store.create_collection(CollectionSpec(name=name, dim=32, index=index))
+        store.upsert(name, [Item(id=str(i), vector=v) for i, v in enumerate(vectors)])
+        store.optimize(name)
+    tuned, fixed = store.index_state("tuned"), store.index_state("fixed")
+    assert fixed.ef_search == 8 and fixed.recall_estimate is None
+    assert tuned.ef_search is not None and tuned.ef_search > 8
+    assert tuned.recall_estimate is not None and tuned.recall_estimate >= 0.97
+    # what the build measured holds for other queries too: searches use the raised width
+    queries = np.random.default_rng(9).normal(size=(50, 32)).astype(np.float32)
+    found = 0
+    for q in queries:
+        truth = {h.id for h in store.search("tuned", [Query(vector=q, k=10, exact=True)])[0]}
+        found += len(truth & {h.id for h in store.search("tuned", [Query(vector=q, k=10)])[0]})
+    assert found >= 0.9 * 500
+    store.close()
+
+
 def test_deletes_past_the_compact_ratio_build_the_index_again_without_them(
     tmp_path: Path,
 ) -> None:

@@ -60,6 +60,9 @@ class IndexParams:
     ef_search: int = 48
     quantization: Quantization = "none"
     rescore: bool = True
+    recall_target: float = 0.95
+    """Each build raises the default beam width past ``ef_search`` until a sample of the
+    index's own vectors finds this share of their 10 nearest (0: never raised)."""
     oversample: float = 0.0
     """0: the quantization's own (:data:`OVERSAMPLE`)."""
 
@@ -111,6 +114,8 @@ class IndexState:
     last_build_s: float | None = None
     last_build_extended: bool | None = None
     last_build_at: float | None = None
+    ef_search: int | None = None
+    recall_estimate: float | None = None
 
 
 @dataclass(frozen=True)

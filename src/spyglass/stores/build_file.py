@@ -51,7 +51,8 @@ class BuildFile:
             self.state["running"]["added"] += len(page[0])
             self._save()
 
-    def end(self, seconds: float) -> None:
+    def end(self, seconds: float, *, ef: int | None = None, recall: float | None = None) -> None:
+        """The build finished in ``seconds``; ``ef`` and ``recall``: what it tuned."""
         running = self.state["running"]
         self.state = {
             "running": None,
@@ -60,6 +61,8 @@ class BuildFile:
                 "seconds": round(seconds, 3),
                 "extended": running["extending"],
                 "added": running["added"],
+                "ef": ef,
+                "recall": recall,
             },
         }
         self._save()
@@ -83,6 +86,7 @@ class BuildFile:
             "last_build_s": last["seconds"] if last else None,
             "last_build_extended": last["extended"] if last else None,
             "last_build_at": last["finished"] if last else None,
+            "recall_estimate": last.get("recall") if last else None,
         }
 
     def _load(self) -> dict[str, Any]:

@@ -61,7 +61,8 @@ BUILD_PAGE = 16_384
 LAST_LABEL = 2**63 - 1
 COLLECTION_COLUMNS = (
     "cid, name, dim, metric, encoder, m, ef_construction, ef_search, created_at, version, count,"
-    " snapshot_seq, snapshot_gen, options, quantization, rescore, oversample"
+    " snapshot_seq, snapshot_gen, options, quantization, rescore, oversample, recall_target,"
+    " snapshot_ef"
 )
 FILTER_CACHE_SIZE = 256
 
@@ -133,8 +134,8 @@ class EmbeddedStore(Store):
             seq = _next_seq(conn)
             conn.execute(
                 "INSERT INTO collections (name, dim, metric, encoder, m, ef_construction,"
-                " ef_search, created_at, version, options, quantization, rescore, oversample)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " ef_search, created_at, version, options, quantization, rescore, oversample,"
+                " recall_target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     spec.name,
                     spec.dim,
@@ -149,6 +150,7 @@ class EmbeddedStore(Store):
                     spec.index.quantization,
                     spec.index.rescore,
                     spec.index.oversample,
+                    spec.index.recall_target,
                 ),
             )
             row = _collection_row(conn, spec.name)
@@ -435,7 +437,7 @@ class EmbeddedStore(Store):
             indexed_gen=row[12],
             dim=dim,
             metric=metric,
-            ef_search=row[7],
+            ef_search=row[18] or row[7],
             oversample=row[16] if row[15] else 0.0,
             snapshot=snap,
             dead=snap.dead if snap is not None else snapshots.NO_POSITIONS,
@@ -531,19 +533,26 @@ class EmbeddedStore(Store):
             conn = self.db.reader()
             conn.execute("PRAGMA mmap_size=0")
             conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
+            ef, recall = params.ef_search, None
+            if params.recall_target > 0:
+                built = snapshots.Snapshot.open(directory, version)
+                ef, recall = snapshots.tune(
+                    built, params.ef_search, row[16] if row[15] else 0.0, params.recall_target
+                )
+                del built
             seconds = time.perf_counter() - started
             with self.db.write() as conn:
                 updated = conn.execute(
-                    "UPDATE collections SET snapshot_seq = ?, snapshot_gen = snapshot_gen + 1"
-                    " WHERE cid = ? AND snapshot_seq <= ?",
-                    (version, cid, version),
+                    "UPDATE collections SET snapshot_seq = ?, snapshot_gen = snapshot_gen + 1,"
+                    " snapshot_ef = ? WHERE cid = ? AND snapshot_seq <= ?",
+                    (version, ef, cid, version),
                 ).rowcount
                 if updated:
                     conn.execute(
                         "DELETE FROM tombstones WHERE cid = ? AND seq <= ?", (cid, version)
                     )
             snapshots.prune(directory, keep={version, old_seq})
-            progress.end(seconds)
+            progress.end(seconds, ef=ef, recall=recall)
             if base is None:
                 self.db.give_back()  # after a compaction, the deleted rows' pages too
             log.info(
@@ -569,6 +578,7 @@ class EmbeddedStore(Store):
             indexed=(snapshot.size if snapshot is not None else 0) - len(view.dead),
             tail=view.tail_size,
             deleted=len(view.dead),
+            ef_search=view.ef_search,
             **build,
         )
 
@@ -765,6 +775,7 @@ def _params(row: tuple[Any, ...]) -> IndexParams:
         quantization=row[14],
         rescore=bool(row[15]),
         oversample=row[16],
+        recall_target=row[17],
     )
 
 

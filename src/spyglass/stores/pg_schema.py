@@ -87,7 +87,8 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE spyglass_collections
         ADD COLUMN IF NOT EXISTS quantization text NOT NULL DEFAULT 'none',
         ADD COLUMN IF NOT EXISTS rescore boolean NOT NULL DEFAULT true,
-        ADD COLUMN IF NOT EXISTS oversample double precision NOT NULL DEFAULT 1.0;
+        ADD COLUMN IF NOT EXISTS oversample double precision NOT NULL DEFAULT 1.0,
+        ADD COLUMN IF NOT EXISTS recall_target double precision NOT NULL DEFAULT 0.95;
     """,
 )
 

@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 
 COLUMNS = (
     "cid, name, dim, metric, encoder, m, ef_construction, ef_search, options, created_at,"
-    " version, count, indexed, quantization, rescore, oversample"
+    " version, count, indexed, quantization, rescore, oversample, recall_target"
 )
 DISTANCE = {"cosine": "<=>", "ip": "<#>", "l2": "<->"}
 HALFVEC_ABOVE = 2000
@@ -161,8 +161,8 @@ class PostgresStore(Store):
             row = conn.execute(
                 "INSERT INTO spyglass_collections (name, dim, metric, encoder, m,"
                 " ef_construction, ef_search, options, created_at, quantization, rescore,"
-                " oversample, version) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-                " nextval('spyglass_seq'))"
+                " oversample, recall_target, version) VALUES (%s, %s, %s, %s, %s, %s, %s, %s,"
+                " %s, %s, %s, %s, %s, nextval('spyglass_seq'))"
                 f" ON CONFLICT (name) DO NOTHING RETURNING {COLUMNS}",
                 (
                     spec.name,
@@ -177,6 +177,7 @@ class PostgresStore(Store):
                     spec.index.quantization,
                     spec.index.rescore,
                     spec.index.oversample,
+                    spec.index.recall_target,
                 ),
             ).fetchone()
             if row is None:
@@ -607,9 +608,7 @@ def _candidates(layout: Layout, query: Query) -> int:
     return max(query.k, math.ceil(query.k * layout.oversample))
 
 
-def _params(
-    layout: Layout, query: Query, filter_params: Sequence[object] = ()
-) -> tuple[Any, ...]:
+def _params(layout: Layout, query: Query, filter_params: Sequence[object] = ()) -> tuple[Any, ...]:
     """The parameters of ``_search_sql``'s statement, in placeholder order."""
     vector = np.ascontiguousarray(query.vector, dtype=np.float32)
     return (vector, *filter_params, vector, _candidates(layout, query), query.k)
@@ -810,6 +809,7 @@ def _info(row: tuple[Any, ...]) -> CollectionInfo:
             quantization=row[13],
             rescore=row[14],
             oversample=row[15],
+            recall_target=row[16],
         ),
         options=row[8] if isinstance(row[8], dict) else orjson.loads(row[8]),
     )

@@ -257,7 +257,8 @@ class Snapshot:
             distances, positions = storage.search(queries, k, params=params)
             return distances, positions
         ip = self.index.metric_type == faiss.METRIC_INNER_PRODUCT
-        best_d = np.full((len(queries), k), -np.inf if ip else np.inf, dtype=np.float32)
+        worst = -np.inf if ip else np.inf
+        best_d = np.full((len(queries), k), worst, dtype=np.float32)
         best_p = np.full((len(queries), k), -1, dtype=np.int64)
         for start in range(0, self.size, EXACT_CHUNK):
             block = np.asarray(self.floats[start : start + EXACT_CHUNK])
@@ -270,15 +271,59 @@ class Snapshot:
                     + (block * block).sum(axis=1)[None, :]
                 )
             if live is not None:
-                d[:, ~live[start : start + len(block)]] = -np.inf if ip else np.inf
-            p = np.broadcast_to(np.arange(start, start + len(block)), d.shape)
+                d[:, ~live[start : start + len(block)]] = worst
             d = np.concatenate([best_d, d.astype(np.float32)], axis=1)
-            p = np.concatenate([best_p, p], axis=1)
-            order = np.argsort(-d if ip else d, axis=1, kind="stable")[:, :k]
-            best_d = np.take_along_axis(d, order, axis=1)
-            best_p = np.take_along_axis(p, order, axis=1)
+            p = np.concatenate(
+                [
+                    best_p,
+                    np.broadcast_to(np.arange(start, start + len(block)), (len(d), len(block))),
+                ],
+                axis=1,
+            )
+            keep = (
+                np.argpartition(-d if ip else d, k - 1, axis=1)[:, :k] if d.shape[1] > k else None
+            )
+            if keep is not None:
+                d, p = np.take_along_axis(d, keep, axis=1), np.take_along_axis(p, keep, axis=1)
+            best_d, best_p = d, p
+        order = np.argsort(-best_d if ip else best_d, axis=1, kind="stable")
+        best_d = np.take_along_axis(best_d, order, axis=1)
+        best_p = np.take_along_axis(best_p, order, axis=1)
         best_p[~np.isfinite(best_d)] = -1
         return best_d, best_p
+
+
+TUNE_QUERIES = 200
+EF_LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+
+
+def tune(snapshot: Snapshot, floor: int, oversample: float, target: float) -> tuple[int, float]:
+    """The smallest beam width, ``floor`` or more, at which the snapshot finds
+    ``target`` of the 10 true nearest neighbours, and the recall@10 it found there.
+
+    Measured on the snapshot itself: 200 of its vectors drawn at random ask for their
+    nearest others, so that the default beam width follows the collection as it grows
+    (48 finds 0.97 at 100k sentence embeddings and 0.77 at 1M). Items gone since the
+    snapshot are counted like the others: the walk is the same."""
+    k = 10
+    if snapshot.size <= k:
+        return floor, 1.0
+    rng = np.random.default_rng(snapshot.seq)
+    picks = np.sort(rng.choice(snapshot.size, min(TUNE_QUERIES, snapshot.size), replace=False))
+    queries = np.ascontiguousarray(snapshot.vectors(picks))
+    _, truth = snapshot.search_exact(queries, k + 1, None)
+    wanted = [set(row[row != pick][:k].tolist()) for row, pick in zip(truth, picks, strict=True)]
+    recall, ef = 0.0, floor
+    for ef in sorted({floor, *(e for e in EF_LADDER if e > floor)}):
+        _, found = snapshot.search(queries, k + 1, ef, None, None, oversample)
+        hits = sum(
+            len(want & set(row[row != pick][:k].tolist()))
+            for row, pick, want in zip(found, picks, wanted, strict=True)
+        )
+        recall = hits / sum(len(want) for want in wanted)
+        if recall >= target:
+            break
+    return ef, recall
 
 
 def build(

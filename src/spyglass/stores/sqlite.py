@@ -83,11 +83,14 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (cid, id)
     );
     """,
-    # how the index stores vectors (quantization) and re-scores its candidates
+    # how the index stores vectors (quantization) and re-scores its candidates, and the
+    # beam width the last build found the recall target at
     """
     ALTER TABLE collections ADD COLUMN quantization TEXT NOT NULL DEFAULT 'none';
     ALTER TABLE collections ADD COLUMN rescore INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE collections ADD COLUMN oversample REAL NOT NULL DEFAULT 1.0;
+    ALTER TABLE collections ADD COLUMN recall_target REAL NOT NULL DEFAULT 0.95;
+    ALTER TABLE collections ADD COLUMN snapshot_ef INTEGER NOT NULL DEFAULT 0;
     """,
 )
 
