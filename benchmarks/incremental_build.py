@@ -33,12 +33,13 @@ GENERATOR = _common.REPO.parent / "shared" / "tools" / "peer_bench" / "make_data
 WRITE = """
 import sys, time, numpy as np
 from pathlib import Path
-from spyglass.stores.base import CollectionSpec, Item
+from spyglass.stores.base import CollectionSpec, IndexParams, Item
 from spyglass.stores.embedded import EmbeddedStore
 data, store_dir, start, stop = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 base = np.load(data + "/base.npy", mmap_mode="r")
 store = EmbeddedStore(store_dir, snapshot_tail=10**9)
-store.create_collection(CollectionSpec(name="c", dim=base.shape[1], metric="cosine"))
+index = IndexParams(quantization=sys.argv[5])
+store.create_collection(CollectionSpec(name="c", dim=base.shape[1], metric="cosine", index=index))
 began = time.perf_counter()
 with store.bulk():
     for at in range(start, stop, 10_000):
@@ -57,7 +58,14 @@ began = time.perf_counter()
 store.optimize("c")
 seconds = time.perf_counter() - began
 state = store.index_state("c")
-print(seconds, int(bool(state.last_build_extended)), state.indexed, store._sync("c").snapshot_seq)
+print(
+    seconds,
+    int(bool(state.last_build_extended)),
+    state.indexed,
+    store._sync("c").snapshot_seq,
+    state.ef_search,
+    state.recall_estimate,
+)
 store.close()
 """
 
@@ -114,12 +122,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1_000_000, help="items built from scratch")
     parser.add_argument("--new", type=int, default=20_000, help="items added after")
+    parser.add_argument(
+        "--quantization", default="none", choices=["none", "half", "sq8", "pq"], help="index codes"
+    )
     args = parser.parse_args()
     total = args.n + args.new
     data = Path(f"/tmp/peer_bench/data-{total}")
     if not (data / "base.npy").exists():
         subprocess.run([sys.executable, str(GENERATOR), str(data), "--n", str(total)], check=True)
-    store = _common.OUT / f"incremental-{total}"
+    store = _common.OUT / f"incremental-{total}-{args.quantization}"
     if store.exists():
         subprocess.run(["rm", "-rf", str(store)], check=True)
     index = store / "index"
@@ -127,25 +138,41 @@ def main() -> None:
     def snapshot_mib(seq: str) -> float:
         return sum(p.stat().st_size for p in index.rglob(f"*-{seq}.*")) / 2**20
 
-    rows = []
-    out, anon, files = watched(WRITE, str(data), str(store), "0", str(args.n))
+    def index_mib(seq: str) -> float:
+        return sum(p.stat().st_size for p in index.rglob(f"hnsw-{seq}.faiss")) / 2**20
+
+    rows: list[tuple[str, float, float, float, float | None]] = []
+    q = args.quantization
+    out, anon, files = watched(WRITE, str(data), str(store), "0", str(args.n), q)
     rows.append((f"write {args.n:,} items", float(out[0]), anon, files, None))
     out, anon, files = watched(BUILD, str(store))
-    full_s, full_seq = float(out[0]), out[3]
+    full_s, full_seq, tuned = float(out[0]), out[3], out[4:6]
     rows.append((f"full build of {args.n:,}", full_s, anon, files, snapshot_mib(full_seq)))
-    out, anon, files = watched(WRITE, str(data), str(store), str(args.n), str(total))
+    out, anon, files = watched(WRITE, str(data), str(store), str(args.n), str(total), q)
     rows.append((f"write {args.new:,} more", float(out[0]), anon, files, None))
     out, anon, files = watched(BUILD, str(store))
     assert out[1] == "1", "the second build did not extend the snapshot"
     rows.append((f"extend by {args.new:,}", float(out[0]), anon, files, snapshot_mib(out[3])))
-    search, _, _ = watched(SEARCH, str(store), str(data))
-    print(f"code {_common.code_version()}; {total:,} x 384; {os.cpu_count()} cores")
+    last_seq, retuned = out[3], out[4:6]
+    search, search_anon, search_files = watched(SEARCH, str(store), str(data))
+    print(
+        f"code {_common.code_version()}; {total:,} x 384; quantization {q}; {os.cpu_count()} cores"
+    )
     print("| step | seconds | peak anon MiB | peak file MiB | snapshot MiB |")
     print("|---|---|---|---|---|")
     for name, seconds, anon, files, size in rows:
         shown = f"{size:,.0f}" if size is not None else ""
         print(f"| {name} | {seconds:,.1f} | {anon:,.0f} | {files:,.0f} | {shown} |")
     print(f"extending took {rows[3][1] / full_s:.1%} of the full build's time")
+    print(
+        f"index (hnsw file) {index_mib(full_seq):,.0f} MiB after the full build,"
+        f" {index_mib(last_seq):,.0f} MiB after the extension; searching: peak anon"
+        f" {search_anon:,.0f} MiB, file {search_files:,.0f} MiB"
+    )
+    print(
+        f"tuned default ef {tuned[0]} (estimate {tuned[1]}) after the full build,"
+        f" {retuned[0]} (estimate {retuned[1]}) after the extension"
+    )
     print(
         f"restart to first answer {float(search[0]):.2f} s; recall@10 {float(search[1]):.3f}"
         f" at the default ef; {float(search[2]):,.0f} searches/s on one thread"
