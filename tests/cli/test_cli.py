@@ -146,6 +146,20 @@ def test_settings_come_from_the_config_file_and_environment(tmp_path: Path) -> N
     assert_user_error(too_many, "7")
 
 
+def test_ingest_into_a_quantized_collection(tmp_path: Path) -> None:
+    rows = [{"id": f"v{i}", "vector": [float(i % 7), 1.0, float(i % 3)]} for i in range(6000)]
+    source = tmp_path / "rows.jsonl"
+    source.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    data = tmp_path / "data"
+    result = spyglass("ingest", "q", source, "--data-dir", data, "--quantization", "sq8")
+    assert result.returncode == 0, result.stderr
+    listed = spyglass("collections", "--data-dir", data)
+    assert "sq8; 6,000 indexed" in listed.stdout, listed.stdout
+    assert "recall" in listed.stdout
+    refused = spyglass("ingest", "b", source, "--data-dir", data, "--quantization", "binary")
+    assert_user_error(refused, "index.quantization 'binary' is not available")
+
+
 def test_ingest_a_folder_of_images_and_search_by_color(tmp_path: Path) -> None:
     from tests.conftest import SHARED_DATA
 

@@ -166,6 +166,13 @@ def run_server(settings: Settings) -> None:
     help="Metric for a new collection (default: the encoder's; cosine for vectors).",
 )
 @click.option(
+    "--quantization",
+    type=click.Choice(["none", "half", "sq8", "pq", "binary"]),
+    default=None,
+    help="How a new collection's index stores vectors (default none; see"
+    " docs/embedded-store.md#quantization).",
+)
+@click.option(
     "--batch-size",
     type=click.IntRange(1),
     default=2000,
@@ -187,6 +194,7 @@ def ingest_command(
     path: Path,
     encoder: str | None,
     metric: str | None,
+    quantization: str | None,
     batch_size: int,
     kind: str,
     **overrides: Any,
@@ -234,6 +242,7 @@ def ingest_command(
             source,
             encoder=encoder,
             metric=metric,
+            quantization=quantization,
             on_batch=lambda n: progress.advance(task, n),
         )
     console.print(report.summary(), soft_wrap=True)
@@ -300,21 +309,26 @@ def collections_command(**overrides: Any) -> None:
             spec.metric,
             spec.encoder,
             str(info.version),
-            _index_state(state),
+            _index_state(state, spec.index.quantization),
         )
     console.print(table if infos else f"no collections in {settings.data_dir}")
 
 
-def _index_state(state: IndexState | None) -> str:
-    """One line on a collection's index: indexed, tail, deleted, build."""
+def _index_state(state: IndexState | None, quantization: str) -> str:
+    """One line on a collection's index: codes, indexed, tail, deleted, build, beam width."""
+    codes = "" if quantization == "none" else f"{quantization}; "
     if state is None:
-        return "kept by the database"
-    line = f"{state.indexed:,} indexed, {state.tail:,} in the tail, {state.deleted:,} deleted"
+        return f"{codes}kept by the database"
+    line = (
+        f"{codes}{state.indexed:,} indexed, {state.tail:,} in the tail, {state.deleted:,} deleted"
+    )
     if state.building:
         line += f"; building: {state.build_added:,} of {state.build_to_add:,} added"
     elif state.last_build_s is not None:
         how = "extended" if state.last_build_extended else "built"
         line += f"; last {how} in {state.last_build_s:,.1f} s"
+    if state.recall_estimate is not None:
+        line += f"; ef {state.ef_search} (recall {state.recall_estimate:.2f})"
     return line
 
 

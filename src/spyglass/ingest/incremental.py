@@ -74,6 +74,7 @@ def ingest_documents(
     *,
     encoder: str | None = None,
     metric: str | None = None,
+    quantization: str | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> IngestReport:
     """Chunk, embed and upsert the files of ``source``; skip unchanged ones.
@@ -83,7 +84,7 @@ def ingest_documents(
     able to count tokens and keep ``source.chunk_tokens`` of them.
     ``on_progress`` is called with the number of files done.
     """
-    created, tokens = _prepare(engine, collection, source, encoder or "text", metric)
+    created, tokens = _prepare(engine, collection, source, encoder or "text", metric, quantization)
     batch = min(source.batch_size, engine.settings.max_batch, CHUNKS_PER_WRITE)
     started = time.perf_counter()
     totals = _Totals()
@@ -126,7 +127,12 @@ def ingest_documents(
 
 
 def _prepare(
-    engine: Engine, name: str, source: DocumentSource, encoder: str, metric: str | None
+    engine: Engine,
+    name: str,
+    source: DocumentSource,
+    encoder: str,
+    metric: str | None,
+    quantization: str | None,
 ) -> tuple[bool, Tokens]:
     """The collection's token counter, checked against the chunk settings; create if missing.
 
@@ -157,7 +163,8 @@ def _prepare(
         )
     if exists:
         return False, tokens
-    body = CollectionIn.model_validate({"metric": metric, "encoder": encoder})
+    index = {} if quantization is None else {"quantization": quantization}
+    body = CollectionIn.model_validate({"metric": metric, "encoder": encoder, "index": index})
     _, created = engine.create_collection(name, body)
     return created, tokens
 

@@ -28,13 +28,15 @@ def ingest(
     *,
     encoder: str | None = None,
     metric: str | None = None,
+    quantization: str | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> IngestReport:
     """Upsert every record of ``source`` into ``collection`` and build its index.
 
     A missing collection is created from the first batch: with the text encoder
     when records carry text only, the image encoder when they carry images, and
-    ``encoder="none"`` and the vectors' dimension when they carry vectors.
+    ``encoder="none"`` and the vectors' dimension when they carry vectors; its index
+    stores vectors as ``quantization`` says (default ``none``).
     Re-running is idempotent (ids are stable). The next batch is read while this
     one is written, so parsing overlaps the durable commit. The clock starts after
     the collection exists and its encoder is loaded, so the rate is the
@@ -43,7 +45,13 @@ def ingest(
     """
     if isinstance(source, DocumentSource):
         return ingest_documents(
-            engine, collection, source, encoder=encoder, metric=metric, on_progress=on_batch
+            engine,
+            collection,
+            source,
+            encoder=encoder,
+            metric=metric,
+            quantization=quantization,
+            on_progress=on_batch,
         )
     started = time.perf_counter()
     items = 0
@@ -52,7 +60,9 @@ def ingest(
     with engine.store.bulk():
         for batch in read_ahead(source.batches()):
             if items == 0:
-                created = _ensure_collection(engine, collection, batch, encoder, metric)
+                created = _ensure_collection(
+                    engine, collection, batch, encoder, metric, quantization
+                )
                 started = time.perf_counter()
             version = engine.upsert(collection, batch)
             items += len(batch)
@@ -73,7 +83,12 @@ def ingest(
 
 
 def _ensure_collection(
-    engine: Engine, name: str, batch: list[Record], encoder: str | None, metric: str | None
+    engine: Engine,
+    name: str,
+    batch: list[Record],
+    encoder: str | None,
+    metric: str | None,
+    quantization: str | None,
 ) -> bool:
     try:
         info = engine.get_collection(name)
@@ -90,6 +105,9 @@ def _ensure_collection(
         else:
             encoder = "image" if first.image is not None else "text"
     dim = len(first.vector) if encoder == "none" and first.vector is not None else None
-    body = CollectionIn.model_validate({"dim": dim, "metric": metric, "encoder": encoder})
+    index = {} if quantization is None else {"quantization": quantization}
+    body = CollectionIn.model_validate(
+        {"dim": dim, "metric": metric, "encoder": encoder, "index": index}
+    )
     _, created = engine.create_collection(name, body)
     return created
