@@ -300,8 +300,10 @@ class _Forward(Collector):
 class CollectionItems(Collector):
     """``spyglass_collection_items{collection}`` and the index's state, read from the
     store at scrape: ``spyglass_index_items{collection,state}`` (indexed, tail,
-    deleted), ``spyglass_index_building{collection}`` and
-    ``spyglass_index_last_build_seconds{collection}`` (embedded store only).
+    deleted), ``spyglass_index_building{collection}``,
+    ``spyglass_index_last_build_seconds{collection}`` and the tuned default beam width
+    with its measured recall, ``spyglass_index_ef_search{collection}`` and
+    ``spyglass_index_recall_estimate{collection}`` (embedded store only).
 
     Collection names are bounded by the operator, who creates collections; a
     client cannot add label values by sending requests.
@@ -328,6 +330,16 @@ class CollectionItems(Collector):
             "Seconds the last build of the index took.",
             labels=["collection"],
         )
+        ef = GaugeMetricFamily(
+            "spyglass_index_ef_search",
+            "The beam width searches use when they name none (tuned by the last build).",
+            labels=["collection"],
+        )
+        recall = GaugeMetricFamily(
+            "spyglass_index_recall_estimate",
+            "Recall@10 the last build measured at that beam width on a sample of its vectors.",
+            labels=["collection"],
+        )
         for name, count, state in self.counts:
             items.add_metric([name], count)
             if state is None:
@@ -341,7 +353,11 @@ class CollectionItems(Collector):
             building.add_metric([name], int(state.building))
             if state.last_build_s is not None:
                 last.add_metric([name], state.last_build_s)
-        yield from (items, index, building, last)
+            if state.ef_search is not None:
+                ef.add_metric([name], state.ef_search)
+            if state.recall_estimate is not None:
+                recall.add_metric([name], state.recall_estimate)
+        yield from (items, index, building, last, ef, recall)
 
 
 def reap_dead_workers(path: Path) -> None:

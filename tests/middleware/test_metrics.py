@@ -116,6 +116,8 @@ async def test_counts_by_route_template_and_status(client: httpx.AsyncClient) ->
     assert value(samples, "spyglass_index_items", collection="docs", state="tail") == 3
     assert value(samples, "spyglass_index_items", collection="docs", state="indexed") == 0
     assert value(samples, "spyglass_index_building", collection="docs") == 0
+    assert value(samples, "spyglass_index_ef_search", collection="docs") == 48
+    assert value(samples, "spyglass_index_recall_estimate", collection="docs") is None  # no build
 
 
 async def test_refusals_count_as_shed_and_rate_limited(client: httpx.AsyncClient) -> None:
