@@ -28,6 +28,8 @@ from pathlib import Path
 
 import _common
 
+from spyglass.stores.base import IndexParams
+
 GENERATOR = _common.REPO.parent / "shared" / "tools" / "peer_bench" / "make_data.py"
 
 WRITE = """
@@ -38,7 +40,7 @@ from spyglass.stores.embedded import EmbeddedStore
 data, store_dir, start, stop = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 base = np.load(data + "/base.npy", mmap_mode="r")
 store = EmbeddedStore(store_dir, snapshot_tail=10**9)
-index = IndexParams(quantization=sys.argv[5])
+index = IndexParams(quantization=sys.argv[5], ef_construction=int(sys.argv[6]))
 store.create_collection(CollectionSpec(name="c", dim=base.shape[1], metric="cosine", index=index))
 began = time.perf_counter()
 with store.bulk():
@@ -125,12 +127,15 @@ def main() -> None:
     parser.add_argument(
         "--quantization", default="none", choices=["none", "half", "sq8", "pq"], help="index codes"
     )
+    parser.add_argument(
+        "--ef-construction", type=int, default=IndexParams().ef_construction, help="build beam"
+    )
     args = parser.parse_args()
     total = args.n + args.new
     data = Path(f"/tmp/peer_bench/data-{total}")
     if not (data / "base.npy").exists():
         subprocess.run([sys.executable, str(GENERATOR), str(data), "--n", str(total)], check=True)
-    store = _common.OUT / f"incremental-{total}-{args.quantization}"
+    store = _common.OUT / f"incremental-{total}-{args.quantization}-{args.ef_construction}"
     if store.exists():
         subprocess.run(["rm", "-rf", str(store)], check=True)
     index = store / "index"
@@ -142,13 +147,13 @@ def main() -> None:
         return sum(p.stat().st_size for p in index.rglob(f"hnsw-{seq}.faiss")) / 2**20
 
     rows: list[tuple[str, float, float, float, float | None]] = []
-    q = args.quantization
-    out, anon, files = watched(WRITE, str(data), str(store), "0", str(args.n), q)
+    q, efc = args.quantization, str(args.ef_construction)
+    out, anon, files = watched(WRITE, str(data), str(store), "0", str(args.n), q, efc)
     rows.append((f"write {args.n:,} items", float(out[0]), anon, files, None))
     out, anon, files = watched(BUILD, str(store))
     full_s, full_seq, tuned = float(out[0]), out[3], out[4:6]
     rows.append((f"full build of {args.n:,}", full_s, anon, files, snapshot_mib(full_seq)))
-    out, anon, files = watched(WRITE, str(data), str(store), str(args.n), str(total), q)
+    out, anon, files = watched(WRITE, str(data), str(store), str(args.n), str(total), q, efc)
     rows.append((f"write {args.new:,} more", float(out[0]), anon, files, None))
     out, anon, files = watched(BUILD, str(store))
     assert out[1] == "1", "the second build did not extend the snapshot"
@@ -156,7 +161,8 @@ def main() -> None:
     last_seq, retuned = out[3], out[4:6]
     search, search_anon, search_files = watched(SEARCH, str(store), str(data))
     print(
-        f"code {_common.code_version()}; {total:,} x 384; quantization {q}; {os.cpu_count()} cores"
+        f"code {_common.code_version()}; {total:,} x 384; quantization {q};"
+        f" ef_construction {efc}; {os.cpu_count()} cores"
     )
     print("| step | seconds | peak anon MiB | peak file MiB | snapshot MiB |")
     print("|---|---|---|---|---|")

@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--quantization", nargs="+", default=["none", "half"])
     parser.add_argument("--batch", type=int, default=5000)
     parser.add_argument("--build-mb", type=int, default=4096)
+    parser.add_argument("--ef-construction", type=int, default=IndexParams().ef_construction)
     parser.add_argument("--embedded", type=Path, default=None)
     parser.add_argument(
         "--limit", type=int, default=None, help="load only this many (a smoke test: recall is off)"
@@ -86,7 +87,7 @@ def main() -> None:
         raw = open_connection(url)
         for quantization in args.quantization:
             name = f"bench-{quantization}"
-            index = IndexParams(quantization=quantization)
+            index = IndexParams(quantization=quantization, ef_construction=args.ef_construction)
             store.create_collection(CollectionSpec(name=name, dim=base.shape[1], index=index))
             started = time.perf_counter()
             with store.bulk():
