@@ -198,13 +198,6 @@ class Engine:
             metric = body.metric or _metric(encoder.metric)
         if dim is None:
             raise InvalidRequest("dim is required when encoder is 'none'", field="dim")
-        quantization = body.index.quantization
-        if quantization not in self.store.quantizations:
-            raise InvalidRequest(
-                f"index.quantization {quantization!r} is not available on this store; it"
-                f" offers {', '.join(self.store.quantizations)}",
-                field="index.quantization",
-            )
         spec = CollectionSpec(
             name=name,
             dim=dim,

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from spyglass import filters
-from spyglass.errors import Conflict, NotFound
+from spyglass.errors import Conflict, InvalidRequest, NotFound
 from spyglass.keywords import query_terms
 from spyglass.stores.base import (
+    QUANTIZATIONS,
     CollectionSpec,
     IndexParams,
     Item,
@@ -487,3 +488,13 @@ def test_quantized_collections_keep_recall_and_score_exactly(store: Store, metri
         for query, hits in zip(queries[:20], results[:20], strict=True):
             exact = brute_force(base[[int(h.id) for h in hits]], query, metric)
             np.testing.assert_allclose([h.score for h in hits], exact, rtol=1e-4, atol=1e-3)
+
+
+def test_a_quantization_the_store_lacks_is_refused_by_name(store: Store) -> None:
+    lacking = next(q for q in QUANTIZATIONS if q not in store.quantizations)
+    index = IndexParams(quantization=lacking)  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequest) as refused:
+        store.create_collection(CollectionSpec(name="c", dim=8, index=index))
+    assert refused.value.field == "index.quantization" and lacking in str(refused.value)
+    with pytest.raises(NotFound):
+        store.get_collection("c")

@@ -37,6 +37,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from spyglass.errors import InvalidRequest
 from spyglass.filters import Filter
 
 Metric = Literal["cosine", "ip", "l2"]
@@ -188,6 +189,16 @@ class Store:
 
     quantizations: tuple[str, ...] = ("none",)
     """The ``index.quantization`` values it can build; ``create_collection`` refuses others."""
+
+    def check_quantization(self, spec: CollectionSpec) -> None:
+        """Refuse a quantization this store cannot build, naming those it can."""
+        quantization = spec.index.quantization
+        if quantization not in self.quantizations:
+            raise InvalidRequest(
+                f"index.quantization {quantization!r} is not available on this store; it"
+                f" offers {', '.join(self.quantizations)}",
+                field="index.quantization",
+            )
 
     def create_collection(self, spec: CollectionSpec) -> tuple[CollectionInfo, bool]:
         """Create the collection; return its info and whether it was new.

@@ -122,6 +122,7 @@ class EmbeddedStore(Store):
     # collections
 
     def create_collection(self, spec: CollectionSpec) -> tuple[CollectionInfo, bool]:
+        self.check_quantization(spec)
         with self.db.write() as conn:
             row = _collection_row(conn, spec.name)
             if row is not None:

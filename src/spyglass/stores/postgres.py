@@ -156,6 +156,7 @@ class PostgresStore(Store):
     # collections
 
     def create_collection(self, spec: CollectionSpec) -> tuple[CollectionInfo, bool]:
+        self.check_quantization(spec)
         _check_index(spec)
         with self.pools.write() as conn:
             row = conn.execute(
