@@ -346,3 +346,50 @@ def test_a_build_killed_midway_leaves_a_store_that_builds_again(tmp_path: Path) 
     assert (state.indexed, state.tail, state.building) == (30_000, 0, False)
     assert state.last_build_extended is False and state.last_build_s is not None
     store.close()
+
+
+COMPACT_AND_DIE = """
+import sys
+from pathlib import Path
+import numpy as np
+from spyglass.stores.base import CollectionSpec, IndexParams, Item
+from spyglass.stores.embedded import EmbeddedStore
+store = EmbeddedStore(Path(sys.argv[1]), exact_below=0, snapshot_tail=10**9)
+index = IndexParams(ef_construction=400, quantization="sq8")
+store.create_collection(CollectionSpec(name="c", dim=64, index=index))
+vectors = np.random.default_rng(1).normal(size=(20_000, 64)).astype(np.float32)
+store.upsert("c", [Item(id=f"i{i}", vector=v) for i, v in enumerate(vectors)])
+store.optimize("c")
+store.delete_items("c", [f"i{i}" for i in range(0, 20_000, 2)])
+print("deleted", flush=True)
+store.optimize("c")
+print("compacted", flush=True)
+"""
+
+
+def test_a_compaction_killed_midway_leaves_the_old_index_serving(tmp_path: Path) -> None:
+    worker = subprocess.Popen(
+        [sys.executable, "-c", COMPACT_AND_DIE, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    assert worker.stdout is not None and worker.stdout.readline() == "deleted\n"
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "index").rglob(".records-*.tmp")):  # the compaction has begun
+        assert worker.poll() is None, "the compaction ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    worker.stdout.close()
+    store = EmbeddedStore(tmp_path, exact_below=0, snapshot_tail=10**9)
+    state = store.index_state("c")  # which starts the compaction again, in the background
+    assert (state.indexed, state.deleted) == (10_000, 10_000)
+    assert store.get_collection("c").count == 10_000
+    vectors = np.random.default_rng(1).normal(size=(20_000, 64)).astype(np.float32)
+    assert store.search("c", [Query(vector=vectors[2], k=1)])[0][0].id != "i2"  # masked
+    assert store.search("c", [Query(vector=vectors[3], k=1)])[0][0].id == "i3"
+    store.optimize("c")
+    state = store.index_state("c")
+    assert (state.indexed, state.deleted, state.last_build_extended) == (10_000, 0, False)
+    assert store.search("c", [Query(vector=vectors[3], k=1)])[0][0].id == "i3"
+    assert not [p for p in (tmp_path / "index").rglob("*.tmp")]
+    store.close()
