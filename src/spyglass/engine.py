@@ -147,6 +147,8 @@ class Engine:
         self.on_collection = on_collection
         self._plain: dict[str, bool] = {}
         """Collections looked up so far: whether they hold plain vectors (no encoder)."""
+        self._widen: dict[str, float] = {}
+        """And how many candidates per hit their index re-scores (a quantized one)."""
 
     def warm_up(self) -> dict[str, str]:
         """Load the encoders and indexes the existing collections use, so the first query
@@ -212,6 +214,10 @@ class Engine:
         check_name(name)
         info = self.store.get_collection(name)
         self._plain[name] = info.spec.encoder == "none"
+        index = info.spec.index
+        self._widen[name] = (
+            index.oversample if index.quantization != "none" and index.rescore else 1.0
+        )
         if self.on_collection is not None:
             self.on_collection(shown(name), info.spec.encoder)
         return info
@@ -316,6 +322,7 @@ class Engine:
             and request.k <= INLINE_MAX_K
             and (request.ef or 0) <= INLINE_MAX_EF
             and self._plain.get(name, False)
+            and request.k * self._widen.get(name, 1.0) <= INLINE_MAX_EF
         )
 
     def search_plain(self, name: str, request: SearchIn) -> list[Hit] | None:

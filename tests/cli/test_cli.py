@@ -158,6 +158,8 @@ def test_ingest_into_a_quantized_collection(tmp_path: Path) -> None:
     assert "recall" in listed.stdout
     refused = spyglass("ingest", "b", source, "--data-dir", data, "--quantization", "binary")
     assert_user_error(refused, "index.quantization 'binary' is not available")
+    again = spyglass("ingest", "q", source, "--data-dir", data, "--quantization", "pq")
+    assert_user_error(again, "exists with quantization 'sq8', not 'pq'")
 
 
 def test_ingest_a_folder_of_images_and_search_by_color(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from spyglass import filters
 from spyglass.keywords import query_terms
 from spyglass.stores.base import CollectionSpec, IndexParams, Item, KeywordQuery, Query
 from spyglass.stores.embedded import EmbeddedStore
@@ -392,4 +393,31 @@ def test_a_compaction_killed_midway_leaves_the_old_index_serving(tmp_path: Path)
     assert (state.indexed, state.deleted, state.last_build_extended) == (10_000, 0, False)
     assert store.search("c", [Query(vector=vectors[3], k=1)])[0][0].id == "i3"
     assert not [p for p in (tmp_path / "index").rglob("*.tmp")]
+    store.close()
+
+
+def test_a_quantized_snapshot_filters_masks_and_rescores(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path, exact_below=0, snapshot_tail=10**9)
+    vectors = np.random.default_rng(3).normal(size=(3000, 32)).astype(np.float32)
+    for name, rescore in (("exact", True), ("coded", False)):
+        index = IndexParams(quantization="sq8", rescore=rescore)
+        store.create_collection(CollectionSpec(name=name, dim=32, metric="l2", index=index))
+        store.upsert(
+            name,
+            [Item(id=str(i), vector=v, payload={"g": i % 7}) for i, v in enumerate(vectors)],
+        )
+        store.optimize(name)
+        store.delete_items(name, [str(i) for i in range(0, 3000, 5)])
+    query = vectors[11] + 0.01
+    for exact in (False, True):
+        shown = filters.parse({"g": 4})  # 429 items, 343 left: past brute force, HNSW filtered
+        hits = store.search("exact", [Query(vector=query, k=30, filter=shown, exact=exact)])[0]
+        assert len(hits) == 30
+        assert all(h.payload["g"] == 4 and int(h.id) % 5 for h in hits)
+        for hit in hits:  # re-scored: the exact distance
+            assert abs(hit.score + np.linalg.norm(vectors[int(hit.id)] - query)) < 1e-4
+    coded = store.search("coded", [Query(vector=query, k=30)])[0]
+    assert all(int(h.id) % 5 for h in coded)
+    errors = [abs(h.score + np.linalg.norm(vectors[int(h.id)] - query)) for h in coded]
+    assert 0 < max(errors) < 0.5  # without re-scoring: the 8-bit codes' distances
     store.close()

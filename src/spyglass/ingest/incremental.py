@@ -139,8 +139,10 @@ def _prepare(
     The checks come first, so a bad setting never leaves an empty new collection.
     """
     try:
-        encoder = engine.get_collection(name).spec.encoder
+        info = engine.get_collection(name)
+        encoder = info.spec.encoder
         exists = True
+        check_quantization(name, info.spec.index.quantization, quantization)
     except NotFound:
         exists = False
     if encoder == "none":
@@ -167,6 +169,15 @@ def _prepare(
     body = CollectionIn.model_validate({"metric": metric, "encoder": encoder, "index": index})
     _, created = engine.create_collection(name, body)
     return created, tokens
+
+
+def check_quantization(name: str, has: str, asked: str | None) -> None:
+    """Refuse to load into an existing collection quantized otherwise than asked."""
+    if asked is not None and asked != has:
+        raise ConfigError(
+            f"collection {name!r} exists with quantization {has!r}, not {asked!r}; a"
+            " collection's quantization is chosen when it is created"
+        )
 
 
 def _plans(

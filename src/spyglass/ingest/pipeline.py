@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from spyglass.engine import Engine
 from spyglass.errors import NotFound
-from spyglass.ingest.incremental import ingest_documents
+from spyglass.ingest.incremental import check_quantization, ingest_documents
 from spyglass.ingest.passages import DocumentSource
 from spyglass.ingest.records import Record, Source, read_ahead
 from spyglass.ingest.report import IngestReport
@@ -95,6 +95,7 @@ def _ensure_collection(
     except NotFound:
         pass
     else:
+        check_quantization(name, info.spec.index.quantization, quantization)
         if info.spec.encoder != "none":
             engine.encoders.get(info.spec.encoder)
         return False

@@ -481,9 +481,11 @@ class EmbeddedStore(Store):
         """Build a snapshot of ``name`` as of now; False if another process holds the lock.
 
         The previous snapshot is extended with the items written since (the work is
-        that of the new items, not of the collection) unless there is none, it cannot
-        be read, or the items gone since it was built passed ``compact_ratio`` of it:
-        then the whole collection is indexed again, without them.
+        that of the new items, not of the collection, but for copying a quantized
+        snapshot's exact vectors and, for ``pq``, encoding them to ``sq8`` again: about
+        a second per million items each) unless there is none, it cannot be read, or
+        the items gone since it was built passed ``compact_ratio`` of it: then the whole
+        collection is indexed again, without them.
         """
         with self.db.read() as conn:
             cid = _require(conn, name)[0]
@@ -503,8 +505,7 @@ class EmbeddedStore(Store):
                 params = _params(row)
                 if old_seq == version and _complete(directory, version, params):
                     return True
-                base, dead, kept = self._extendable(conn, directory, cid, old_seq, version)
-                base = base if base is None or _complete(directory, base, params) else None
+                base, dead, kept = self._extendable(conn, directory, row, params)
                 adding = conn.execute(
                     "SELECT count(*) FROM items WHERE cid = ? AND seq > ? AND seq <= ?",
                     (cid, base or 0, version),
@@ -513,6 +514,7 @@ class EmbeddedStore(Store):
             progress = BuildFile(directory)
             progress.begin(extending=base is not None, to_add=adding)
             pages = self._pages(cid, metric, dim, after=base or 0, upto=version)
+            ef, recall = params.ef_search, None
             try:
                 size = snapshots.build(
                     directory,
@@ -526,6 +528,12 @@ class EmbeddedStore(Store):
                     expected=kept + adding,
                     train=lambda: self._sample(cid, metric, dim, version, snapshots.TRAIN_SIZE),
                 )
+                if params.recall_target > 0:
+                    built = snapshots.Snapshot.open(directory, version)
+                    ef, recall = snapshots.tune(
+                        built, params.ef_search, row[16] if row[15] else 0.0, params.recall_target
+                    )
+                    del built
             except BaseException:
                 progress.abandon()
                 raise
@@ -534,13 +542,6 @@ class EmbeddedStore(Store):
             conn = self.db.reader()
             conn.execute("PRAGMA mmap_size=0")
             conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
-            ef, recall = params.ef_search, None
-            if params.recall_target > 0:
-                built = snapshots.Snapshot.open(directory, version)
-                ef, recall = snapshots.tune(
-                    built, params.ef_search, row[16] if row[15] else 0.0, params.recall_target
-                )
-                del built
             seconds = time.perf_counter() - started
             with self.db.write() as conn:
                 updated = conn.execute(
@@ -584,12 +585,16 @@ class EmbeddedStore(Store):
         )
 
     def _extendable(
-        self, conn: sqlite3.Connection, directory: Path, cid: int, old_seq: int, version: int
+        self, conn: sqlite3.Connection, directory: Path, row: tuple[Any, ...], params: IndexParams
     ) -> tuple[int | None, np.ndarray, int]:
         """The snapshot to extend (None: build from scratch), the positions of the new
-        snapshot whose items are gone, and how many items it keeps of the old one."""
+        snapshot whose items are gone, and how many items it keeps of the old one.
+
+        A quantized snapshot whose codes were learnt from a sample much smaller than
+        the collection has become is built again too, so that they are learnt anew."""
+        cid, version, count, old_seq = row[0], row[9], row[10], row[11]
         scratch = None, snapshots.NO_POSITIONS, 0
-        if not old_seq or not all((directory / n).exists() for n in snapshots.file_names(old_seq)):
+        if not old_seq or not _complete(directory, old_seq, params):
             return scratch
         try:
             old = snapshots.Snapshot.open(directory, old_seq)
@@ -603,6 +608,9 @@ class EmbeddedStore(Store):
         gone_labels = np.unique(np.fromiter((r[0] for r in gone), dtype=np.int64, count=len(gone)))
         dead = np.union1d(old.dead, old.positions(gone_labels))
         if old.size == 0 or len(dead) > self.compact_ratio * old.size:
+            return scratch
+        learnt = params.quantization in snapshots.TRAINED
+        if learnt and old.size < snapshots.TRAIN_SIZE and count > 4 * old.size:
             return scratch
         return old_seq, dead, old.size
 

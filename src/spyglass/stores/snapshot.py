@@ -51,6 +51,8 @@ Record = tuple[str, str | None, dict[str, Any]]
 Page = tuple[np.ndarray, np.ndarray, list[bytes]]
 """Labels (ascending), vectors (as the index holds them) and JSON records of some items."""
 NO_POSITIONS = np.empty(0, dtype=np.int64)
+MAX_CANDIDATES = 4096
+"""At most this many candidates are re-scored per query, whatever k x oversample."""
 EXACT_CHUNK = 65_536
 """Rows of a quantized snapshot's exact vectors scored at a time by a brute-force search."""
 
@@ -205,7 +207,9 @@ class Snapshot:
         The search parameters are made once per beam width and kept (read-only once
         made): here when no ``selector`` is given, in ``kept`` for a ``selector`` that
         lives as long as ``kept`` does."""
-        wide = k if self.floats is None or oversample <= 0 else max(k, math.ceil(k * oversample))
+        wide = k
+        if self.floats is not None and oversample > 0:
+            wide = max(k, min(math.ceil(k * oversample), self.size, MAX_CANDIDATES))
         kept = self._params if selector is None else kept
         params = None if kept is None else kept.get(max(ef, wide))
         if params is None:
@@ -232,7 +236,11 @@ class Snapshot:
             exact[~found] = -np.inf
             order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
         else:
-            exact = ((vectors - queries[:, None, :]) ** 2).sum(axis=2)
+            exact = (
+                np.einsum("qwd,qwd->qw", vectors, vectors)
+                - 2.0 * np.einsum("qwd,qd->qw", vectors, queries)
+                + np.einsum("qd,qd->q", queries, queries)[:, None]
+            )
             exact[~found] = np.inf
             order = np.argsort(exact, axis=1, kind="stable")[:, :k]
         distances = np.take_along_axis(exact, order, axis=1).astype(np.float32)
@@ -294,7 +302,11 @@ class Snapshot:
 
 
 TUNE_QUERIES = 200
-EF_LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+EF_LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+"""Beam widths a build tries; past 512 a search costs several milliseconds for little more."""
+PLATEAU = 0.005
+"""A wider beam that adds less recall than this is not worth its cost: the codes, not the
+walk, are what hold recall back (a pq index with too few candidates re-scored)."""
 
 
 def tune(snapshot: Snapshot, floor: int, oversample: float, target: float) -> tuple[int, float]:
@@ -313,7 +325,7 @@ def tune(snapshot: Snapshot, floor: int, oversample: float, target: float) -> tu
     queries = np.ascontiguousarray(snapshot.vectors(picks))
     _, truth = snapshot.search_exact(queries, k + 1, None)
     wanted = [set(row[row != pick][:k].tolist()) for row, pick in zip(truth, picks, strict=True)]
-    recall, ef = 0.0, floor
+    best_ef, best = floor, -1.0
     for ef in sorted({floor, *(e for e in EF_LADDER if e > floor)}):
         _, found = snapshot.search(queries, k + 1, ef, None, None, oversample)
         hits = sum(
@@ -321,9 +333,12 @@ def tune(snapshot: Snapshot, floor: int, oversample: float, target: float) -> tu
             for row, pick, want in zip(found, picks, wanted, strict=True)
         )
         recall = hits / sum(len(want) for want in wanted)
+        if recall < best + PLATEAU:
+            break  # no better for the wider beam: keep the narrower one
+        best_ef, best = ef, recall
         if recall >= target:
             break
-    return ef, recall
+    return best_ef, best
 
 
 def build(
@@ -458,7 +473,7 @@ def _write_with_codes(linker: Any, codes: Any, path: Path) -> None:
     index = make(linker.d, pq.M, linker.hnsw.nb_neighbors(0) // 2, pq.nbits, linker.metric_type)
     own = index.storage
     index.hnsw = linker.hnsw  # a copy of the graph (the linker's is freed with it)
-    index.storage, index.ntotal = codes, codes.ntotal
+    index.storage, index.ntotal, index.is_trained = codes, codes.ntotal, codes.is_trained
     try:
         faiss.write_index(index, str(path))
     finally:
