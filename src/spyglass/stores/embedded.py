@@ -56,8 +56,9 @@ log = logging.getLogger(__name__)
 #: Items that, gone from a worker's in-memory tail into a snapshot, are worth giving the
 #: freed memory back to the OS for (a trim took 2.5 ms after 100 MB of churn).
 BIG_TAIL = 10_000
-BUILD_PAGE = 16_384
-"""Items read and added to an index at a time: 25 MB of 384-d vectors."""
+BUILD_PAGE = 4096
+"""Items read and added to an index at a time: 6 MB of 384-d vectors, a few times that
+while they are decoded and normalised; what a build holds beyond its index."""
 LAST_LABEL = 2**63 - 1
 COLLECTION_COLUMNS = (
     "cid, name, dim, metric, encoder, m, ef_construction, ef_search, created_at, version, count,"

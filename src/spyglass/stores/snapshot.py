@@ -54,7 +54,10 @@ NO_POSITIONS = np.empty(0, dtype=np.int64)
 MAX_CANDIDATES = 4096
 """At most this many candidates are re-scored per query, whatever k x oversample."""
 EXACT_CHUNK = 65_536
-"""Rows of a quantized snapshot's exact vectors scored at a time by a brute-force search."""
+"""Exact vectors encoded to ``sq8`` at a time (a ``pq`` extension)."""
+EXACT_SCORES = 1 << 22
+"""Scores a brute-force search over exact vectors holds at a time (16 MB): rows per step
+are this divided by the queries."""
 
 
 def file_names(seq: int) -> tuple[str, str, str, str, str]:
@@ -268,8 +271,9 @@ class Snapshot:
         worst = -np.inf if ip else np.inf
         best_d = np.full((len(queries), k), worst, dtype=np.float32)
         best_p = np.full((len(queries), k), -1, dtype=np.int64)
-        for start in range(0, self.size, EXACT_CHUNK):
-            block = np.asarray(self.floats[start : start + EXACT_CHUNK])
+        step = max(1024, EXACT_SCORES // len(queries))
+        for start in range(0, self.size, step):
+            block = np.asarray(self.floats[start : start + step])
             if ip:
                 d = queries @ block.T
             else:
