@@ -306,9 +306,9 @@ class Snapshot:
 
 
 TUNE_QUERIES = 200
-EF_LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+EF_LADDER = (16, 24, 32, 40, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384, 448, 512)
 """Beam widths a build tries; past 512 a search costs several milliseconds for little more."""
-PLATEAU = 0.005
+PLATEAU = 0.002
 """A wider beam that adds less recall than this is not worth its cost: the codes, not the
 walk, are what hold recall back (a pq index with too few candidates re-scored)."""
 
