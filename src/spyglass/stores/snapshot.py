@@ -329,8 +329,13 @@ def tune(snapshot: Snapshot, floor: int, oversample: float, target: float) -> tu
     queries = np.ascontiguousarray(snapshot.vectors(picks))
     _, truth = snapshot.search_exact(queries, k + 1, None)
     wanted = [set(row[row != pick][:k].tolist()) for row, pick in zip(truth, picks, strict=True)]
-    best_ef, best = floor, -1.0
-    for ef in sorted({floor, *(e for e in EF_LADDER if e > floor)}):
+    # a beam narrower than the candidates a quantized index re-scores is that wide anyway
+    wide = k + 1
+    if snapshot.floats is not None and oversample > 0:
+        wide = max(wide, min(math.ceil((k + 1) * oversample), MAX_CANDIDATES))
+    start = max(floor, wide)
+    best_ef, best = start, -1.0
+    for ef in sorted({start, *(e for e in EF_LADDER if e > start)}):
         _, found = snapshot.search(queries, k + 1, ef, None, None, oversample)
         hits = sum(
             len(want & set(row[row != pick][:k].tolist()))
