@@ -53,7 +53,7 @@ class IndexIn(Body):
         ge=1.0,
         le=100.0,
         description="Candidates per result re-scored (with rescore, on a quantized index);"
-        " omitted: 2 for half, 3 for sq8, 8 for pq, 16 for binary.",
+        " omitted: 2 for half, 3 for sq8, 32 for pq, 16 for binary.",
     )
 
 

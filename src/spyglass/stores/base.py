@@ -72,7 +72,7 @@ class IndexParams:
             object.__setattr__(self, "oversample", OVERSAMPLE[self.quantization])
 
 
-OVERSAMPLE: dict[str, float] = {"none": 1.0, "half": 2.0, "sq8": 3.0, "pq": 8.0, "binary": 16.0}
+OVERSAMPLE: dict[str, float] = {"none": 1.0, "half": 2.0, "sq8": 3.0, "pq": 32.0, "binary": 16.0}
 """Candidates per result re-scored by default: what recall@10 >= 0.95 took (docs/benchmarks.md)."""
 
 
