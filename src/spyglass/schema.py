@@ -25,8 +25,9 @@ class IndexIn(Body):
         _INDEX.ef_search,
         ge=1,
         le=10000,
-        description="Default search beam width: 48 gives recall@10 >= 0.95 on sentence"
-        " embeddings (measured 0.964-0.976, docs/benchmarks.md); raise it for more.",
+        description="Default search beam width, and the floor of what each index build tunes"
+        " it to (recall_target): 48 gives recall@10 >= 0.95 on 100k sentence embeddings"
+        " (0.964-0.976), a million need about 200 (docs/benchmarks.md).",
     )
     quantization: Quantization = Field(
         _INDEX.quantization,
