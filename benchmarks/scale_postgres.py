@@ -81,11 +81,19 @@ def main() -> None:
     truth = np.load(data / "gt_ids.npy")
     print(f"{len(base):,} x {base.shape[1]}; {len(queries):,} queries; k {K}", flush=True)
     results = []
+    print("| store | ef | recall@10 | p50 ms | queries/s (one thread) |")
+    print("|---|---|---|---|---|")
+    if args.embedded is not None:
+        embedded = EmbeddedStore(args.embedded, snapshot_tail=10**9)
+        state = embedded.index_state("c")
+        print(f"| embedded: tuned ef {state.ef_search} | | | | |", flush=True)
+        sweep("embedded none", embedded, "c", queries, truth, [None, *EF_SWEEP])
+        embedded.close()
     with cluster() as pg:
         url, _ = pg.database()
         store = PostgresStore(url, exact_below=0, build_memory_mb=args.build_mb)
         raw = open_connection(url)
-        for quantization in args.quantization:
+        for quantization in args.quantization:  # each searched before the next is loaded
             name = f"bench-{quantization}"
             index = IndexParams(quantization=quantization, ef_construction=args.ef_construction)
             store.create_collection(CollectionSpec(name=name, dim=base.shape[1], index=index))
@@ -107,27 +115,11 @@ def main() -> None:
             index_mib = (size[0] if size else 0) / 2**20
             results.append((quantization, load_s, build_s, index_mib))
             print(
-                f"postgres {quantization}: load {load_s:,.0f} s, HNSW build {build_s:,.0f} s,"
-                f" index {index_mib:,.0f} MiB",
+                f"| postgres {quantization}: load {load_s:,.0f} s, HNSW build {build_s:,.0f} s,"
+                f" index {index_mib:,.0f} MiB | | | | |",
                 flush=True,
             )
-        print("\n| store | ef | recall@10 | p50 ms | queries/s (one thread) |")
-        print("|---|---|---|---|---|")
-        if args.embedded is not None:
-            embedded = EmbeddedStore(args.embedded, snapshot_tail=10**9)
-            state = embedded.index_state("c")
-            print(f"| embedded: tuned ef {state.ef_search} | | | | |")
-            sweep("embedded none", embedded, "c", queries, truth, [None, *EF_SWEEP])
-            embedded.close()
-        for quantization in args.quantization:
-            sweep(
-                f"postgres {quantization}",
-                store,
-                f"bench-{quantization}",
-                queries,
-                truth,
-                list(EF_SWEEP),
-            )
+            sweep(f"postgres {quantization}", store, name, queries, truth, list(EF_SWEEP))
         raw.close()
         store.close()
     print("\n| postgres | load s | HNSW build s | index MiB |")
