@@ -319,23 +319,34 @@ print("built", flush=True)
 """
 
 
-def test_a_build_killed_midway_leaves_a_store_that_builds_again(tmp_path: Path) -> None:
+def building(script: str, data_dir: Path, ready: str) -> subprocess.Popen[str]:
+    """``script`` running on ``data_dir``, once it printed ``ready`` and a build began."""
     worker = subprocess.Popen(
-        [sys.executable, "-c", BUILD_AND_DIE, str(tmp_path)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", script, str(data_dir)], stdout=subprocess.PIPE, text=True
     )
-    assert worker.stdout is not None and worker.stdout.readline() == "written\n"
+    assert worker.stdout is not None and worker.stdout.readline() == ready + "\n"
     deadline = time.monotonic() + 120
-    while not list((tmp_path / "index").rglob(".records-*.tmp")):  # the build has begun
+    while not list((data_dir / "index").rglob(".records-*.tmp")):  # the build has begun
         assert worker.poll() is None, "the build ended before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.01)
+    return worker
+
+
+def kill(worker: subprocess.Popen[str]) -> None:
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    assert worker.stdout is not None
+    worker.stdout.close()
+
+
+def test_a_build_killed_midway_leaves_a_store_that_builds_again(tmp_path: Path) -> None:
+    worker = building(BUILD_AND_DIE, tmp_path, "written")
     store = EmbeddedStore(tmp_path, exact_below=0)
     state = store.index_state("c")  # another process sees the build run
     assert state.building and state.build_to_add == 30_000 and state.build_started is not None
     assert (state.indexed, state.tail) == (0, 30_000)
-    worker.send_signal(signal.SIGKILL)
-    worker.wait()
-    worker.stdout.close()
+    kill(worker)
     assert not store.index_state("c").building  # its process is gone
     assert store.get_collection("c").count == 30_000  # every acknowledged write is there
     vector = np.random.default_rng(1).normal(size=(30_000, 64)).astype(np.float32)[7]
@@ -369,18 +380,7 @@ print("compacted", flush=True)
 
 
 def test_a_compaction_killed_midway_leaves_the_old_index_serving(tmp_path: Path) -> None:
-    worker = subprocess.Popen(
-        [sys.executable, "-c", COMPACT_AND_DIE, str(tmp_path)], stdout=subprocess.PIPE, text=True
-    )
-    assert worker.stdout is not None and worker.stdout.readline() == "deleted\n"
-    deadline = time.monotonic() + 120
-    while not list((tmp_path / "index").rglob(".records-*.tmp")):  # the compaction has begun
-        assert worker.poll() is None, "the compaction ended before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    worker.send_signal(signal.SIGKILL)
-    worker.wait()
-    worker.stdout.close()
+    kill(building(COMPACT_AND_DIE, tmp_path, "deleted"))  # killed while it compacts
     store = EmbeddedStore(tmp_path, exact_below=0, snapshot_tail=10**9)
     state = store.index_state("c")  # which starts the compaction again, in the background
     assert (state.indexed, state.deleted) == (10_000, 10_000)
