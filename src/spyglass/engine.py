@@ -214,10 +214,7 @@ class Engine:
         check_name(name)
         info = self.store.get_collection(name)
         self._plain[name] = info.spec.encoder == "none"
-        index = info.spec.index
-        self._widen[name] = (
-            index.oversample if index.quantization != "none" and index.rescore else 1.0
-        )
+        self._widen[name] = max(1.0, info.spec.index.rescored)
         if self.on_collection is not None:
             self.on_collection(shown(name), info.spec.encoder)
         return info

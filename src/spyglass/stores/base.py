@@ -71,6 +71,11 @@ class IndexParams:
         if not self.oversample:
             object.__setattr__(self, "oversample", OVERSAMPLE[self.quantization])
 
+    @property
+    def rescored(self) -> float:
+        """Candidates per hit a search re-scores with the exact vectors (0: none)."""
+        return self.oversample if self.quantization != "none" and self.rescore else 0.0
+
 
 OVERSAMPLE: dict[str, float] = {"none": 1.0, "half": 2.0, "sq8": 3.0, "pq": 32.0, "binary": 16.0}
 """Candidates per result re-scored by default: what recall@10 >= 0.95 took (docs/benchmarks.md)."""

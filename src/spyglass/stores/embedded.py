@@ -440,7 +440,7 @@ class EmbeddedStore(Store):
             dim=dim,
             metric=metric,
             ef_search=row[18] or row[7],
-            oversample=row[16] if row[15] else 0.0,
+            oversample=_params(row).rescored,
             snapshot=snap,
             dead=snap.dead if snap is not None else snapshots.NO_POSITIONS,
             tail=(),
@@ -532,7 +532,7 @@ class EmbeddedStore(Store):
                 if params.recall_target > 0:
                     built = snapshots.Snapshot.open(directory, version)
                     ef, recall = snapshots.tune(
-                        built, params.ef_search, row[16] if row[15] else 0.0, params.recall_target
+                        built, params.ef_search, params.rescored, params.recall_target
                     )
                     del built
             except BaseException:

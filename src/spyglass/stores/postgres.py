@@ -448,7 +448,15 @@ class PostgresStore(Store):
         """What searching ``name`` needs to know before it starts (cached per name)."""
         row = _require(conn, name, server)
         layout = Layout(
-            name, row[0], row[2], row[3], row[7], row[11], row[12], row[13], row[15] * row[14]
+            name,
+            row[0],
+            row[2],
+            row[3],
+            row[7],
+            row[11],
+            row[12],
+            row[13],
+            _info(row).spec.index.rescored,
         )
         self._layouts[name] = layout
         return layout
